@@ -50,7 +50,11 @@ impl Identity {
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_reserved() { write!(f, "{}", self.0) } else { write!(f, "{:016x}", self.0) }
+        if self.is_reserved() {
+            write!(f, "{}", self.0)
+        } else {
+            write!(f, "{:016x}", self.0)
+        }
     }
 }
 
@@ -130,7 +134,10 @@ impl ReservedIdentity {
     /// world entity selects both address families.
     pub fn labels(self) -> LabelSet {
         let mut labels = vec![Label::new(LabelSource::Reserved, self.name(), "")];
-        if matches!(self, ReservedIdentity::WorldIpv4 | ReservedIdentity::WorldIpv6) {
+        if matches!(
+            self,
+            ReservedIdentity::WorldIpv4 | ReservedIdentity::WorldIpv6
+        ) {
             labels.push(Label::new(LabelSource::Reserved, "world", ""));
         }
         LabelSet::new(labels)
@@ -144,7 +151,10 @@ pub struct ClusterKey([u8; 32]);
 impl ClusterKey {
     /// Derives a key from a cluster-wide secret (any length).
     pub fn from_secret(secret: &[u8]) -> Self {
-        ClusterKey(blake3::derive_key("sluice 2026 identity derivation v1", secret))
+        ClusterKey(blake3::derive_key(
+            "sluice 2026 identity derivation v1",
+            secret,
+        ))
     }
 }
 
@@ -168,7 +178,11 @@ pub fn derive_identity(key: &ClusterKey, labels: &LabelSet) -> Identity {
     let mut first = [0u8; 8];
     first.copy_from_slice(&hash.as_bytes()[..8]);
     let n = u64::from_le_bytes(first);
-    Identity(if n < Identity::FIRST_DERIVED { n + Identity::FIRST_DERIVED } else { n })
+    Identity(if n < Identity::FIRST_DERIVED {
+        n + Identity::FIRST_DERIVED
+    } else {
+        n
+    })
 }
 
 /// What kind of thing an identity stands for.
@@ -195,7 +209,9 @@ pub struct IdentityInfo {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// Two different label sets derive the same number; both now fail closed.
-    #[error("identity collision on {identity}: labels [{existing}] and [{new}] derive the same number; both fail closed")]
+    #[error(
+        "identity collision on {identity}: labels [{existing}] and [{new}] derive the same number; both fail closed"
+    )]
     Collision {
         /// The contested number.
         identity: Identity,
@@ -219,10 +235,17 @@ impl IdentityRegistry {
     pub fn new(key: ClusterKey) -> Self {
         let mut entries = HashMap::new();
         for r in ReservedIdentity::ALL {
-            let info = IdentityInfo { labels: Arc::new(r.labels()), kind: IdentityKind::Reserved(r) };
+            let info = IdentityInfo {
+                labels: Arc::new(r.labels()),
+                kind: IdentityKind::Reserved(r),
+            };
             entries.insert(r.identity(), (info, 1));
         }
-        IdentityRegistry { key, entries, collided: BTreeMap::new() }
+        IdentityRegistry {
+            key,
+            entries,
+            collided: BTreeMap::new(),
+        }
     }
 
     /// The key identities are derived with.
@@ -278,7 +301,10 @@ impl IdentityRegistry {
                 })
             }
             None => {
-                let info = IdentityInfo { labels: Arc::new(labels.clone()), kind };
+                let info = IdentityInfo {
+                    labels: Arc::new(labels.clone()),
+                    kind,
+                };
                 self.entries.insert(id, (info, 1));
                 Ok((id, true))
             }
@@ -369,7 +395,11 @@ mod tests {
     use super::*;
 
     fn set(pairs: &[(&str, &str)]) -> LabelSet {
-        LabelSet::new(pairs.iter().map(|(k, v)| Label::new(LabelSource::K8s, *k, *v)))
+        LabelSet::new(
+            pairs
+                .iter()
+                .map(|(k, v)| Label::new(LabelSource::K8s, *k, *v)),
+        )
     }
 
     #[test]
@@ -377,8 +407,14 @@ mod tests {
         let key = ClusterKey::from_secret(b"cluster-a");
         let labels = set(&[("app", "web")]);
         let a = derive_identity(&key, &labels);
-        assert_eq!(a, derive_identity(&ClusterKey::from_secret(b"cluster-a"), &labels));
-        assert_ne!(a, derive_identity(&ClusterKey::from_secret(b"cluster-b"), &labels));
+        assert_eq!(
+            a,
+            derive_identity(&ClusterKey::from_secret(b"cluster-a"), &labels)
+        );
+        assert_ne!(
+            a,
+            derive_identity(&ClusterKey::from_secret(b"cluster-b"), &labels)
+        );
         assert_ne!(a, derive_identity(&key, &set(&[("app", "api")])));
         assert!(!a.is_reserved());
     }
@@ -408,7 +444,10 @@ mod tests {
         assert!(err.to_string().contains("k8s:app=a") && err.to_string().contains("k8s:app=b"));
         assert!(reg.is_collided(id));
         assert!(!reg.release(id, &b));
-        assert!(!reg.is_collided(id), "only one label set holds the number again");
+        assert!(
+            !reg.is_collided(id),
+            "only one label set holds the number again"
+        );
         assert_eq!(*reg.get(id).unwrap().labels, a);
     }
 
@@ -418,6 +457,9 @@ mod tests {
         let v4 = reg.get(Identity::WORLD_IPV4).unwrap();
         assert!(v4.labels.has(Some(LabelSource::Reserved), "world"));
         assert!(reg.get(Identity::HOST).unwrap().labels.has(None, "host"));
-        assert_eq!(ReservedIdentity::from_identity(Identity(6)), Some(ReservedIdentity::RemoteNode));
+        assert_eq!(
+            ReservedIdentity::from_identity(Identity(6)),
+            Some(ReservedIdentity::RemoteNode)
+        );
     }
 }

@@ -1,1 +1,1734 @@
-//! (being written)
+//! The ipcache: IP prefix → security identity, with longest-prefix match for readers and
+//! owner-checked updates for the writer.
+//!
+//! # Reader side
+//!
+//! [`IpCache`] lives inside published snapshots. A lookup probes one hash table per address
+//! family, keyed by (masked address, prefix length), once for each prefix length that is present,
+//! longest first: a bitmask of the lengths in use (33 bits for IPv4, 129 for IPv6) makes the
+//! usual case (a pod's `/32` or `/128`) one probe. Tables are [`ShardedMap`]s, so the writer
+//! clones only the shards it touches and a clone of the whole cache is cheap.
+//!
+//! Entries are packed (an IPv4 key and value take 17 bytes, IPv6 29) and owners are interned:
+//! one record per distinct (uid, source), shared by all the prefixes it claims (a pod's IPv4
+//! and IPv6 address), stored as string slices in chunked arenas. Readers see an owner as an
+//! [`OwnerRef`], which borrows those strings.
+//!
+//! # Writer side
+//!
+//! [`IpCacheWriter`] keeps every claim on a prefix, at most one per [`Source`]: the visible one
+//! is the claim of the highest source, the others are shadowed fallbacks kept writer-side. An
+//! upsert by the owner (uid) already holding the prefix replaces its entry in place; an upsert
+//! by another owner takes over when its source is at least as high (IP reuse: the new pod wins)
+//! and is shadowed otherwise. A removal only ever removes the named owner's own claim, so a late
+//! delete of an old pod cannot remove the entry of the new pod that took its address, and a
+//! shadowed claim is revealed in the same update that removes the visible one (no gap).
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::cow_map::{SHARDS, ShardKey, ShardedMap, mix64};
+use crate::identity::Identity;
+
+/// Where a claim on a prefix comes from. Higher sources take precedence:
+/// `ApiServer` > `Local` > `File`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// A static file (lowest precedence).
+    File,
+    /// This node's own knowledge (CNI, local endpoints).
+    Local,
+    /// The Kubernetes API server (highest precedence).
+    ApiServer,
+}
+
+impl Source {
+    /// Every source, lowest precedence first.
+    pub const ALL: [Source; 3] = [Source::File, Source::Local, Source::ApiServer];
+
+    fn index(self) -> usize {
+        match self {
+            Source::File => 0,
+            Source::Local => 1,
+            Source::ApiServer => 2,
+        }
+    }
+
+    /// The lower-case name (`file`, `local`, `apiserver`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Local => "local",
+            Source::ApiServer => "apiserver",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Who claims a prefix. Two claims belong to the same owner when their `uid`s are equal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// Where the claim comes from.
+    pub source: Source,
+    /// The pod UID, or e.g. `policy:<ns>/<name>` for policy CIDRs, `node:<name>` for nodes.
+    pub uid: String,
+    /// The owner's namespace (empty for cluster-scoped owners).
+    pub namespace: String,
+    /// The owner's name.
+    pub name: String,
+}
+
+impl Owner {
+    /// An owner from its parts.
+    pub fn new(
+        source: Source,
+        uid: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Owner {
+            source,
+            uid: uid.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// A borrowed view of an interned owner record, as stored in an [`IpCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerRef<'a> {
+    /// Where the claim comes from.
+    pub source: Source,
+    /// The owner's uid.
+    pub uid: &'a str,
+    /// The owner's namespace.
+    pub namespace: &'a str,
+    /// The owner's name.
+    pub name: &'a str,
+}
+
+impl OwnerRef<'_> {
+    /// An owned copy.
+    pub fn to_owner(&self) -> Owner {
+        Owner::new(self.source, self.uid, self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for OwnerRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} (uid {}, {})", self.name, self.uid, self.source)
+        } else {
+            write!(
+                f,
+                "{}/{} (uid {}, {})",
+                self.namespace, self.name, self.uid, self.source
+            )
+        }
+    }
+}
+
+/// The number of an interned owner record inside one cache (see [`IpCache::owner`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnerId(pub u32);
+
+/// The result of a longest-prefix match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpCacheHit {
+    /// The identity of the longest matching prefix.
+    pub identity: Identity,
+    /// That prefix's length.
+    pub prefix_len: u8,
+    /// Its visible owner; resolve with [`IpCache::owner`].
+    pub owner: OwnerId,
+}
+
+/// The longest an owner's uid, namespace or name may be, in bytes.
+pub const MAX_OWNER_FIELD: usize = u16::MAX as usize;
+
+/// Why an upsert was refused. Nothing changes when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpCacheError {
+    /// `Identity::UNKNOWN` means "no identity" and is never stored.
+    #[error("cannot map {prefix} to the unknown identity (0)")]
+    UnknownIdentity {
+        /// The prefix of the refused upsert.
+        prefix: IpNet,
+    },
+    /// An owner without a uid could not be told apart from any other, so deletes could not
+    /// be owner-checked.
+    #[error("the owner of {prefix} has an empty uid")]
+    EmptyOwnerUid {
+        /// The prefix of the refused upsert.
+        prefix: IpNet,
+    },
+    /// One of the owner's strings is longer than [`MAX_OWNER_FIELD`] bytes.
+    #[error("owner {field} is {len} bytes long (at most {max})")]
+    OwnerFieldTooLong {
+        /// `uid`, `namespace` or `name`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Every owner number is in use.
+    #[error("too many distinct owners (at most {max})")]
+    TooManyOwners {
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// What an upsert did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    /// Nobody claimed the prefix; it is now visible with the new identity.
+    Inserted,
+    /// The same owner held the visible entry; its identity was replaced in place.
+    Replaced {
+        /// The identity it had before.
+        previous: Identity,
+    },
+    /// The same owner already held the visible entry with this identity; nothing changed
+    /// (the owner's namespace and name are refreshed if they differ).
+    Unchanged,
+    /// Another owner of lower or equal precedence held the entry; the new owner is visible now.
+    TookOver {
+        /// The uid of the owner that held it.
+        previous_owner: String,
+        /// The identity it had.
+        previous_identity: Identity,
+        /// Whether the previous claim is kept as a shadowed fallback (it had a lower source)
+        /// or was dropped (same source: the address was reused).
+        previous_kept: bool,
+    },
+    /// An owner of higher precedence holds the entry; the claim is stored as a fallback and
+    /// is not visible.
+    Shadowed {
+        /// The uid of the visible owner.
+        visible_owner: String,
+    },
+}
+
+/// What a removal did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// The owner's visible entry was removed and no fallback exists: the prefix is gone.
+    Removed {
+        /// The identity it had.
+        identity: Identity,
+    },
+    /// The owner's visible entry was removed and a shadowed claim became visible in the same
+    /// update.
+    Revealed {
+        /// The identity removed.
+        removed: Identity,
+        /// The identity visible now.
+        identity: Identity,
+        /// The uid of the owner visible now.
+        owner: String,
+    },
+    /// The owner's shadowed claim was dropped; the visible entry is unchanged.
+    RemovedShadowed {
+        /// The identity of the dropped claim.
+        identity: Identity,
+    },
+    /// Another owner holds the prefix and this owner has no claim on it: nothing changed.
+    NotOwner {
+        /// The uid of the visible owner.
+        visible_owner: String,
+    },
+    /// Nobody claims the prefix.
+    NotFound,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed keys and values
+
+/// An IPv4 table key: masked address (big-endian) and prefix length, 5 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct V4Key {
+    addr: [u8; 4],
+    len: u8,
+}
+
+impl V4Key {
+    #[inline]
+    fn new(addr: u32, len: u8) -> Self {
+        V4Key {
+            addr: addr.to_be_bytes(),
+            len,
+        }
+    }
+
+    #[inline]
+    fn packed(&self) -> u64 {
+        (u64::from(u32::from_be_bytes(self.addr)) << 8) | u64::from(self.len)
+    }
+
+    fn net(&self) -> Option<IpNet> {
+        Ipv4Net::new(Ipv4Addr::from(self.addr), self.len)
+            .ok()
+            .map(IpNet::V4)
+    }
+}
+
+impl Hash for V4Key {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.packed());
+    }
+}
+
+impl ShardKey for V4Key {
+    #[inline]
+    fn shard_hash(&self) -> u64 {
+        self.packed().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// An IPv6 table key: masked address (big-endian) and prefix length, 17 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct V6Key {
+    addr: [u8; 16],
+    len: u8,
+}
+
+impl V6Key {
+    #[inline]
+    fn new(addr: u128, len: u8) -> Self {
+        V6Key {
+            addr: addr.to_be_bytes(),
+            len,
+        }
+    }
+
+    fn net(&self) -> Option<IpNet> {
+        Ipv6Net::new(Ipv6Addr::from(self.addr), self.len)
+            .ok()
+            .map(IpNet::V6)
+    }
+}
+
+impl Hash for V6Key {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_be_bytes(self.addr));
+        state.write_u8(self.len);
+    }
+}
+
+impl ShardKey for V6Key {
+    #[inline]
+    fn shard_hash(&self) -> u64 {
+        let a = u128::from_be_bytes(self.addr);
+        let (hi, lo) = ((a >> 64) as u64, a as u64);
+        mix64(hi ^ lo.rotate_left(29) ^ (u64::from(self.len) << 56))
+    }
+}
+
+/// A prefix as the writer tracks it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum PrefixKey {
+    V4(V4Key),
+    V6(V6Key),
+}
+
+impl PrefixKey {
+    /// The key of a prefix, truncated to its length first.
+    fn of(prefix: IpNet) -> Self {
+        match prefix.trunc() {
+            IpNet::V4(n) => PrefixKey::V4(V4Key::new(u32::from(n.network()), n.prefix_len())),
+            IpNet::V6(n) => PrefixKey::V6(V6Key::new(u128::from(n.network()), n.prefix_len())),
+        }
+    }
+
+    fn net(&self) -> Option<IpNet> {
+        match self {
+            PrefixKey::V4(k) => k.net(),
+            PrefixKey::V6(k) => k.net(),
+        }
+    }
+}
+
+/// A table value: identity and owner id, 12 bytes with no padding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    identity: [u8; 8],
+    owner: [u8; 4],
+}
+
+impl Slot {
+    fn new(identity: Identity, owner: OwnerId) -> Self {
+        Slot {
+            identity: identity.0.to_le_bytes(),
+            owner: owner.0.to_le_bytes(),
+        }
+    }
+
+    #[inline]
+    fn identity(&self) -> Identity {
+        Identity(u64::from_le_bytes(self.identity))
+    }
+
+    #[inline]
+    fn owner(&self) -> OwnerId {
+        OwnerId(u32::from_le_bytes(self.owner))
+    }
+
+    #[inline]
+    fn hit(&self, prefix_len: u8) -> IpCacheHit {
+        IpCacheHit {
+            identity: self.identity(),
+            prefix_len,
+            owner: self.owner(),
+        }
+    }
+}
+
+#[inline]
+fn mask_v4(len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0)
+}
+
+#[inline]
+fn mask_v6(len: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(len.min(128)))
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interned owner records
+
+/// Owner records per chunk; a chunk is the unit of copy-on-write.
+const OWNER_CHUNK: usize = 128;
+
+/// Where an owner's strings lie in its chunk's arena.
+#[derive(Clone, Copy)]
+struct OwnerSlot {
+    start: u32,
+    uid_len: u16,
+    ns_len: u16,
+    name_len: u16,
+    source: Source,
+}
+
+impl OwnerSlot {
+    fn text_len(&self) -> usize {
+        usize::from(self.uid_len) + usize::from(self.ns_len) + usize::from(self.name_len)
+    }
+}
+
+/// Up to [`OWNER_CHUNK`] owner records whose strings share one arena. Freed records leave
+/// garbage in the arena that is squeezed out when it outgrows the live text, and whenever the
+/// chunk is copied (a clone is always compact).
+struct OwnerChunk {
+    slots: Vec<Option<OwnerSlot>>,
+    arena: String,
+    garbage: usize,
+}
+
+impl Default for OwnerChunk {
+    fn default() -> Self {
+        OwnerChunk {
+            slots: vec![None; OWNER_CHUNK],
+            arena: String::new(),
+            garbage: 0,
+        }
+    }
+}
+
+impl Clone for OwnerChunk {
+    fn clone(&self) -> Self {
+        let live = self.arena.len().saturating_sub(self.garbage);
+        let mut arena = String::with_capacity(live);
+        let mut slots = self.slots.clone();
+        for slot in slots.iter_mut().flatten() {
+            let start = slot.start as usize;
+            let text = self.arena.get(start..start + slot.text_len()).unwrap_or("");
+            slot.start = arena.len() as u32;
+            arena.push_str(text);
+        }
+        OwnerChunk {
+            slots,
+            arena,
+            garbage: 0,
+        }
+    }
+}
+
+impl OwnerChunk {
+    fn get(&self, index: usize) -> Option<OwnerRef<'_>> {
+        let slot = self.slots.get(index)?.as_ref()?;
+        let uid_at = slot.start as usize;
+        let ns_at = uid_at + usize::from(slot.uid_len);
+        let name_at = ns_at + usize::from(slot.ns_len);
+        let end = name_at + usize::from(slot.name_len);
+        Some(OwnerRef {
+            source: slot.source,
+            uid: self.arena.get(uid_at..ns_at)?,
+            namespace: self.arena.get(ns_at..name_at)?,
+            name: self.arena.get(name_at..end)?,
+        })
+    }
+
+    fn clear(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
+            self.garbage += slot.text_len();
+        }
+        if self.slots.iter().all(Option::is_none) {
+            self.arena = String::new();
+            self.garbage = 0;
+        }
+    }
+
+    /// Stores an owner whose fields were checked against [`MAX_OWNER_FIELD`].
+    fn put(&mut self, index: usize, owner: &Owner) {
+        if index >= self.slots.len() {
+            return;
+        }
+        self.clear(index);
+        if self.garbage > 4096 && self.garbage > self.arena.len() / 2 {
+            *self = self.clone();
+        }
+        let need = owner.uid.len() + owner.namespace.len() + owner.name.len();
+        if self.arena.capacity() - self.arena.len() < need {
+            // Grow by a quarter rather than doubling: arenas are long-lived and memory counts.
+            self.arena.reserve_exact(need.max(self.arena.len() / 4));
+        }
+        let start = self.arena.len() as u32;
+        self.arena.push_str(&owner.uid);
+        self.arena.push_str(&owner.namespace);
+        self.arena.push_str(&owner.name);
+        self.slots[index] = Some(OwnerSlot {
+            start,
+            uid_len: owner.uid.len() as u16,
+            ns_len: owner.namespace.len() as u16,
+            name_len: owner.name.len() as u16,
+            source: owner.source,
+        });
+    }
+
+    fn memory_bytes(&self) -> usize {
+        size_of::<OwnerChunk>()
+            + 2 * size_of::<usize>()
+            + self.slots.capacity() * size_of::<Option<OwnerSlot>>()
+            + self.arena.capacity()
+    }
+}
+
+/// Owner records by [`OwnerId`], copy-on-write per chunk. Cloning is one reference count.
+#[derive(Clone, Default)]
+struct OwnerTable {
+    chunks: Arc<Vec<Arc<OwnerChunk>>>,
+}
+
+impl OwnerTable {
+    fn get(&self, id: OwnerId) -> Option<OwnerRef<'_>> {
+        let index = id.0 as usize;
+        self.chunks
+            .get(index / OWNER_CHUNK)?
+            .get(index % OWNER_CHUNK)
+    }
+
+    fn put(&mut self, id: OwnerId, owner: &Owner) {
+        let index = id.0 as usize;
+        let chunks = Arc::make_mut(&mut self.chunks);
+        while chunks.len() <= index / OWNER_CHUNK {
+            chunks.push(Arc::new(OwnerChunk::default()));
+        }
+        if let Some(chunk) = chunks.get_mut(index / OWNER_CHUNK) {
+            Arc::make_mut(chunk).put(index % OWNER_CHUNK, owner);
+        }
+    }
+
+    fn clear(&mut self, id: OwnerId) {
+        let index = id.0 as usize;
+        if self.get(id).is_none() {
+            return;
+        }
+        let chunks = Arc::make_mut(&mut self.chunks);
+        if let Some(chunk) = chunks.get_mut(index / OWNER_CHUNK) {
+            Arc::make_mut(chunk).clear(index % OWNER_CHUNK);
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.chunks.capacity() * size_of::<Arc<OwnerChunk>>()
+            + self.chunks.iter().map(|c| c.memory_bytes()).sum::<usize>()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader side
+
+/// IP prefix → identity for readers: an immutable snapshot with longest-prefix match.
+/// Cloning it clones a few hundred reference counts, never the entries.
+#[derive(Clone, Default)]
+pub struct IpCache {
+    v4: ShardedMap<V4Key, Slot>,
+    v6: ShardedMap<V6Key, Slot>,
+    /// Bit `n` set when some IPv4 prefix of length `n` is present.
+    v4_lens: u64,
+    /// Bit `n % 64` of word `n / 64` set when some IPv6 prefix of length `n` is present.
+    v6_lens: [u64; 3],
+    owners: OwnerTable,
+}
+
+impl fmt::Debug for IpCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpCache")
+            .field("ipv4_entries", &self.v4.len())
+            .field("ipv6_entries", &self.v6.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IpCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The identity of the longest prefix containing `ip`. IPv4 and IPv6 are separate: an
+    /// IPv4-mapped IPv6 address is looked up as IPv6.
+    #[inline]
+    pub fn lookup(&self, ip: IpAddr) -> Option<IpCacheHit> {
+        match ip {
+            IpAddr::V4(a) => self.lookup_v4(a),
+            IpAddr::V6(a) => self.lookup_v6(a),
+        }
+    }
+
+    /// Longest-prefix match of an IPv4 address.
+    #[inline]
+    pub fn lookup_v4(&self, ip: Ipv4Addr) -> Option<IpCacheHit> {
+        let addr = u32::from(ip);
+        let mut lens = self.v4_lens;
+        while lens != 0 {
+            let len = (63 - lens.leading_zeros()) as u8;
+            lens &= !(1u64 << len);
+            if let Some(slot) = self.v4.get(&V4Key::new(addr & mask_v4(len), len)) {
+                return Some(slot.hit(len));
+            }
+        }
+        None
+    }
+
+    /// Longest-prefix match of an IPv6 address.
+    #[inline]
+    pub fn lookup_v6(&self, ip: Ipv6Addr) -> Option<IpCacheHit> {
+        let addr = u128::from(ip);
+        for word in (0..3u8).rev() {
+            let mut bits = self.v6_lens[usize::from(word)];
+            while bits != 0 {
+                let bit = (63 - bits.leading_zeros()) as u8;
+                bits &= !(1u64 << bit);
+                let len = word * 64 + bit;
+                if let Some(slot) = self.v6.get(&V6Key::new(addr & mask_v6(len), len)) {
+                    return Some(slot.hit(len));
+                }
+            }
+        }
+        None
+    }
+
+    /// The owner record behind a hit.
+    pub fn owner(&self, id: OwnerId) -> Option<OwnerRef<'_>> {
+        self.owners.get(id)
+    }
+
+    /// The visible entry for exactly this prefix (truncated first), with its owner.
+    pub fn get(&self, prefix: IpNet) -> Option<(Identity, OwnerRef<'_>)> {
+        let slot = self.slot(PrefixKey::of(prefix))?;
+        Some((slot.identity(), self.owners.get(slot.owner())?))
+    }
+
+    /// Number of visible entries.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every visible entry, IPv4 first, in no particular order within a family.
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, IpCacheHit)> + '_ {
+        let v4 = self
+            .v4
+            .iter()
+            .filter_map(|(k, v)| Some((k.net()?, v.hit(k.len))));
+        let v6 = self
+            .v6
+            .iter()
+            .filter_map(|(k, v)| Some((k.net()?, v.hit(k.len))));
+        v4.chain(v6)
+    }
+
+    /// Estimated heap bytes held by this snapshot: the hash tables (buckets and control bytes,
+    /// at their actual capacity) and the interned owner records. Memory shared with other
+    /// snapshots is counted in full.
+    pub fn memory_bytes(&self) -> usize {
+        // `table_bytes` counts usable capacity, which hashbrown keeps at 7/8 of its buckets.
+        let tables = (self.v4.table_bytes() + self.v6.table_bytes()) / 7 * 8;
+        let shard_overhead =
+            2 * SHARDS * (size_of::<Arc<()>>() + 2 * size_of::<usize>() + 4 * size_of::<usize>());
+        tables + shard_overhead + self.owners.memory_bytes()
+    }
+
+    fn slot(&self, key: PrefixKey) -> Option<Slot> {
+        match key {
+            PrefixKey::V4(k) => self.v4.get(&k).copied(),
+            PrefixKey::V6(k) => self.v6.get(&k).copied(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer side
+
+/// A claim on a prefix: what it maps to and who says so.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Claim {
+    identity: Identity,
+    owner: OwnerId,
+}
+
+/// The prefixes an owner record claims (visible or shadowed). Most owners claim one or two.
+enum PrefixList {
+    Inline([Option<PrefixKey>; 2]),
+    Heap(Vec<PrefixKey>),
+    Set(Box<HashSet<PrefixKey>>),
+}
+
+/// Above this many prefixes an owner's list becomes a hash set.
+const PREFIX_LIST_SET_AT: usize = 32;
+
+impl Default for PrefixList {
+    fn default() -> Self {
+        PrefixList::Inline([None, None])
+    }
+}
+
+impl PrefixList {
+    fn insert(&mut self, key: PrefixKey) {
+        match self {
+            PrefixList::Inline(items) => {
+                if items.contains(&Some(key)) {
+                    return;
+                }
+                if let Some(free) = items.iter_mut().find(|i| i.is_none()) {
+                    *free = Some(key);
+                } else {
+                    let mut v = Vec::with_capacity(4);
+                    v.extend(items.iter().flatten().copied());
+                    v.push(key);
+                    *self = PrefixList::Heap(v);
+                }
+            }
+            PrefixList::Heap(v) => {
+                if v.contains(&key) {
+                    return;
+                }
+                if v.len() >= PREFIX_LIST_SET_AT {
+                    let mut set: HashSet<PrefixKey> = v.drain(..).collect();
+                    set.insert(key);
+                    *self = PrefixList::Set(Box::new(set));
+                } else {
+                    v.push(key);
+                }
+            }
+            PrefixList::Set(s) => {
+                s.insert(key);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: PrefixKey) {
+        match self {
+            PrefixList::Inline(items) => {
+                for item in items.iter_mut() {
+                    if *item == Some(key) {
+                        *item = None;
+                    }
+                }
+            }
+            PrefixList::Heap(v) => {
+                v.retain(|k| *k != key);
+                if v.len() <= 2 {
+                    let mut items = [None, None];
+                    for (slot, k) in items.iter_mut().zip(v.iter()) {
+                        *slot = Some(*k);
+                    }
+                    *self = PrefixList::Inline(items);
+                }
+            }
+            PrefixList::Set(s) => {
+                s.remove(&key);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            PrefixList::Inline(items) => items.iter().all(Option::is_none),
+            PrefixList::Heap(v) => v.is_empty(),
+            PrefixList::Set(s) => s.is_empty(),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<PrefixKey> {
+        match self {
+            PrefixList::Inline(items) => items.iter().flatten().copied().collect(),
+            PrefixList::Heap(v) => v.clone(),
+            PrefixList::Set(s) => s.iter().copied().collect(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            PrefixList::Inline(_) => 0,
+            PrefixList::Heap(v) => v.capacity() * size_of::<PrefixKey>(),
+            PrefixList::Set(s) => {
+                size_of::<HashSet<PrefixKey>>() + s.capacity() * (size_of::<PrefixKey>() + 1)
+            }
+        }
+    }
+}
+
+/// Writer-side bookkeeping for one owner record.
+#[derive(Default)]
+struct OwnerBook {
+    source: Option<Source>,
+    claims: PrefixList,
+}
+
+/// All claims on one prefix, indexed by [`Source::index`]; at most one per source.
+type ClaimSet = [Option<Claim>; 3];
+
+/// The writer of an [`IpCache`]: holds the next snapshot and the bookkeeping that enforces
+/// ownership (shadowed claims, each owner's prefixes). Publish with [`snapshot`](Self::snapshot).
+pub struct IpCacheWriter {
+    next: IpCache,
+    v4_counts: [usize; 33],
+    v6_counts: [usize; 129],
+    /// Claims hidden behind a higher source's visible claim, by prefix.
+    shadowed: HashMap<PrefixKey, ClaimSet>,
+    /// Per owner record, indexed by [`OwnerId`].
+    books: Vec<OwnerBook>,
+    free_ids: Vec<u32>,
+    /// Owner records by uid (hash of the uid → ids; several per uid, one per source).
+    by_uid: HashTable<u32>,
+    uid_hasher: DefaultHashBuilder,
+}
+
+impl Default for IpCacheWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for IpCacheWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpCacheWriter")
+            .field("entries", &self.next.len())
+            .field("shadowed_prefixes", &self.shadowed.len())
+            .field("owners", &self.by_uid.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IpCacheWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        IpCacheWriter {
+            next: IpCache::new(),
+            v4_counts: [0; 33],
+            v6_counts: [0; 129],
+            shadowed: HashMap::new(),
+            books: Vec::new(),
+            free_ids: Vec::new(),
+            by_uid: HashTable::new(),
+            uid_hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The cache as it stands, to publish (a cheap clone; later writes do not affect it).
+    pub fn snapshot(&self) -> IpCache {
+        self.next.clone()
+    }
+
+    /// The cache as it stands, borrowed.
+    pub fn cache(&self) -> &IpCache {
+        &self.next
+    }
+
+    /// Number of visible entries.
+    pub fn len(&self) -> usize {
+        self.next.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
+
+    /// The visible entry for exactly this prefix (truncated first), with its owner.
+    pub fn get(&self, prefix: IpNet) -> Option<(Identity, OwnerRef<'_>)> {
+        self.next.get(prefix)
+    }
+
+    /// Every visible entry (see [`IpCache::iter`]).
+    pub fn iter(&self) -> impl Iterator<Item = (IpNet, IpCacheHit)> + '_ {
+        self.next.iter()
+    }
+
+    /// Every claim on exactly this prefix, visible one first, then shadowed ones by falling
+    /// precedence.
+    pub fn claims(&self, prefix: IpNet) -> Vec<(Identity, OwnerRef<'_>)> {
+        let claims = self.claim_set(PrefixKey::of(prefix));
+        claims
+            .iter()
+            .rev()
+            .flatten()
+            .filter_map(|c| Some((c.identity, self.next.owners.get(c.owner)?)))
+            .collect()
+    }
+
+    /// Number of prefixes with a shadowed claim.
+    pub fn shadowed_len(&self) -> usize {
+        self.shadowed.len()
+    }
+
+    /// Estimated heap bytes of the next snapshot ([`IpCache::memory_bytes`]) plus the
+    /// writer-only bookkeeping.
+    pub fn memory_bytes(&self) -> usize {
+        let books = self.books.capacity() * size_of::<OwnerBook>()
+            + self
+                .books
+                .iter()
+                .map(|b| b.claims.heap_bytes())
+                .sum::<usize>();
+        let shadowed = self.shadowed.capacity() * (size_of::<(PrefixKey, ClaimSet)>() + 1);
+        let by_uid = self.by_uid.capacity() * (size_of::<u32>() + 1);
+        self.next.memory_bytes()
+            + books
+            + shadowed
+            + by_uid
+            + self.free_ids.capacity() * size_of::<u32>()
+    }
+
+    /// Maps `prefix` (truncated first) to `identity` on behalf of `owner`.
+    ///
+    /// The same owner (uid) replaces its claim in place. Another owner whose source is at
+    /// least as high takes the prefix over: the previous claim is dropped when its source is
+    /// the same (the address was reused) and kept as a shadowed fallback when lower. Another
+    /// owner of lower source is stored as a shadowed fallback and is not visible.
+    pub fn upsert(
+        &mut self,
+        prefix: IpNet,
+        identity: Identity,
+        owner: impl Borrow<Owner>,
+    ) -> Result<UpsertOutcome, IpCacheError> {
+        let owner = owner.borrow();
+        let prefix = prefix.trunc();
+        validate(prefix, identity, owner)?;
+        let key = PrefixKey::of(prefix);
+        let new_id = self.intern(owner)?;
+
+        let mut claims = self.claim_set(key);
+        let visible = self.next.slot(key).map(|s| Claim {
+            identity: s.identity(),
+            owner: s.owner(),
+        });
+
+        // This owner's previous claim (any source), taken out before the new one goes in.
+        let mut previous_own = None;
+        for claim in claims.iter_mut() {
+            if let Some(c) = *claim {
+                if self.uid_of(c.owner) == owner.uid {
+                    previous_own = Some(c);
+                    *claim = None;
+                }
+            }
+        }
+        let new = Claim {
+            identity,
+            owner: new_id,
+        };
+        let displaced = claims[owner.source.index()].replace(new);
+        let top = top_claim(&claims);
+
+        let outcome = if top == Some(new) {
+            match (previous_own, visible) {
+                (Some(p), Some(v)) if p == v => {
+                    if p == new {
+                        UpsertOutcome::Unchanged
+                    } else {
+                        UpsertOutcome::Replaced {
+                            previous: p.identity,
+                        }
+                    }
+                }
+                (_, Some(v)) => UpsertOutcome::TookOver {
+                    previous_owner: self.uid_of(v.owner).to_owned(),
+                    previous_identity: v.identity,
+                    previous_kept: displaced != Some(v),
+                },
+                (_, None) => UpsertOutcome::Inserted,
+            }
+        } else {
+            let visible_owner = top
+                .map(|t| self.uid_of(t.owner).to_owned())
+                .unwrap_or_default();
+            UpsertOutcome::Shadowed { visible_owner }
+        };
+
+        self.store_claims(key, &claims);
+        match previous_own {
+            Some(p) if p.owner == new_id => {}
+            Some(p) => {
+                self.add_ref(new_id, key);
+                self.drop_ref(p.owner, key);
+            }
+            None => self.add_ref(new_id, key),
+        }
+        if let Some(d) = displaced {
+            self.drop_ref(d.owner, key);
+        }
+        Ok(outcome)
+    }
+
+    /// Removes the claim of the owner `owner_uid` on `prefix` (truncated first). Claims of
+    /// other owners are never touched: a delete by anyone but the visible owner leaves the
+    /// visible entry as it is. When the visible claim goes and a shadowed one exists, the
+    /// shadowed one becomes visible in the same update.
+    pub fn remove(&mut self, prefix: IpNet, owner_uid: &str) -> RemoveOutcome {
+        let key = PrefixKey::of(prefix);
+        let visible = match self.next.slot(key) {
+            Some(s) => Claim {
+                identity: s.identity(),
+                owner: s.owner(),
+            },
+            None => return RemoveOutcome::NotFound,
+        };
+        let mut claims = self.claim_set(key);
+        let Some(position) = claims
+            .iter()
+            .position(|c| c.is_some_and(|c| self.uid_of(c.owner) == owner_uid))
+        else {
+            return RemoveOutcome::NotOwner {
+                visible_owner: self.uid_of(visible.owner).to_owned(),
+            };
+        };
+        let Some(removed) = claims[position].take() else {
+            return RemoveOutcome::NotFound;
+        };
+        let outcome = if removed == visible {
+            match top_claim(&claims) {
+                Some(t) => RemoveOutcome::Revealed {
+                    removed: removed.identity,
+                    identity: t.identity,
+                    owner: self.uid_of(t.owner).to_owned(),
+                },
+                None => RemoveOutcome::Removed {
+                    identity: removed.identity,
+                },
+            }
+        } else {
+            RemoveOutcome::RemovedShadowed {
+                identity: removed.identity,
+            }
+        };
+        self.store_claims(key, &claims);
+        self.drop_ref(removed.owner, key);
+        outcome
+    }
+
+    /// Removes every claim of the owner `owner_uid`, from every source (the pod is gone).
+    /// Returns the prefixes it had claimed, visible or shadowed, sorted.
+    pub fn remove_owner(&mut self, owner_uid: &str) -> Vec<IpNet> {
+        let hash = self.uid_hasher.hash_one(owner_uid);
+        let owners = &self.next.owners;
+        let ids: Vec<u32> = self
+            .by_uid
+            .iter_hash(hash)
+            .copied()
+            .filter(|&id| owners.get(OwnerId(id)).is_some_and(|o| o.uid == owner_uid))
+            .collect();
+        let mut removed = Vec::new();
+        for id in ids {
+            let keys = match self.books.get(id as usize) {
+                Some(book) => book.claims.to_vec(),
+                None => continue,
+            };
+            for key in keys {
+                let mut claims = self.claim_set(key);
+                let mut found = false;
+                for claim in claims.iter_mut() {
+                    if claim.is_some_and(|c| c.owner.0 == id) {
+                        *claim = None;
+                        found = true;
+                    }
+                }
+                if found {
+                    self.store_claims(key, &claims);
+                    removed.extend(key.net());
+                }
+                self.drop_ref(OwnerId(id), key);
+            }
+        }
+        removed.sort();
+        removed.dedup();
+        removed
+    }
+
+    // --- internals ---
+
+    fn uid_of(&self, id: OwnerId) -> &str {
+        self.next.owners.get(id).map_or("", |o| o.uid)
+    }
+
+    fn source_of(&self, id: OwnerId) -> Source {
+        self.books
+            .get(id.0 as usize)
+            .and_then(|b| b.source)
+            .unwrap_or(Source::File)
+    }
+
+    /// Every claim on `key`, visible and shadowed, by source.
+    fn claim_set(&self, key: PrefixKey) -> ClaimSet {
+        let mut claims = self.shadowed.get(&key).copied().unwrap_or_default();
+        if let Some(slot) = self.next.slot(key) {
+            let owner = slot.owner();
+            claims[self.source_of(owner).index()] = Some(Claim {
+                identity: slot.identity(),
+                owner,
+            });
+        }
+        claims
+    }
+
+    /// Makes the highest claim visible and keeps the rest as shadowed.
+    fn store_claims(&mut self, key: PrefixKey, claims: &ClaimSet) {
+        let mut rest = *claims;
+        let top = rest.iter_mut().rev().find_map(Option::take);
+        self.set_visible(key, top);
+        if rest.iter().any(Option::is_some) {
+            self.shadowed.insert(key, rest);
+        } else {
+            self.shadowed.remove(&key);
+        }
+    }
+
+    fn set_visible(&mut self, key: PrefixKey, claim: Option<Claim>) {
+        let slot = claim.map(|c| Slot::new(c.identity, c.owner));
+        match key {
+            PrefixKey::V4(k) => {
+                let len = usize::from(k.len);
+                let existed = match slot {
+                    Some(s) => self.next.v4.insert(k, s).is_some(),
+                    None => self.next.v4.remove(&k).is_some(),
+                };
+                let count = &mut self.v4_counts[len.min(32)];
+                match (existed, slot.is_some()) {
+                    (false, true) => *count += 1,
+                    (true, false) => *count = count.saturating_sub(1),
+                    _ => {}
+                }
+                let bit = 1u64 << len.min(32);
+                if *count > 0 {
+                    self.next.v4_lens |= bit;
+                } else {
+                    self.next.v4_lens &= !bit;
+                }
+            }
+            PrefixKey::V6(k) => {
+                let len = usize::from(k.len).min(128);
+                let existed = match slot {
+                    Some(s) => self.next.v6.insert(k, s).is_some(),
+                    None => self.next.v6.remove(&k).is_some(),
+                };
+                let count = &mut self.v6_counts[len];
+                match (existed, slot.is_some()) {
+                    (false, true) => *count += 1,
+                    (true, false) => *count = count.saturating_sub(1),
+                    _ => {}
+                }
+                let bit = 1u64 << (len % 64);
+                let word = &mut self.next.v6_lens[len / 64];
+                if *count > 0 {
+                    *word |= bit;
+                } else {
+                    *word &= !bit;
+                }
+            }
+        }
+    }
+
+    /// The record for (uid, source), created if new; namespace and name are refreshed.
+    fn intern(&mut self, owner: &Owner) -> Result<OwnerId, IpCacheError> {
+        let hash = self.uid_hasher.hash_one(owner.uid.as_str());
+        let owners = &self.next.owners;
+        let found = self.by_uid.find(hash, |&id| {
+            owners
+                .get(OwnerId(id))
+                .is_some_and(|o| o.uid == owner.uid && o.source == owner.source)
+        });
+        if let Some(&id) = found {
+            let id = OwnerId(id);
+            let stale = self
+                .next
+                .owners
+                .get(id)
+                .is_some_and(|o| o.namespace != owner.namespace || o.name != owner.name);
+            if stale {
+                self.next.owners.put(id, owner);
+            }
+            return Ok(id);
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                let id =
+                    u32::try_from(self.books.len()).map_err(|_| IpCacheError::TooManyOwners {
+                        max: u64::from(u32::MAX),
+                    })?;
+                self.books.push(OwnerBook::default());
+                id
+            }
+        };
+        if let Some(book) = self.books.get_mut(id as usize) {
+            *book = OwnerBook {
+                source: Some(owner.source),
+                claims: PrefixList::default(),
+            };
+        }
+        self.next.owners.put(OwnerId(id), owner);
+        let (owners, hasher) = (&self.next.owners, &self.uid_hasher);
+        self.by_uid.insert_unique(hash, id, |&x| {
+            hasher.hash_one(owners.get(OwnerId(x)).map_or("", |o| o.uid))
+        });
+        Ok(OwnerId(id))
+    }
+
+    fn add_ref(&mut self, id: OwnerId, key: PrefixKey) {
+        if let Some(book) = self.books.get_mut(id.0 as usize) {
+            book.claims.insert(key);
+        }
+    }
+
+    /// Drops `id`'s claim on `key` from its book and frees the record when it has no claims.
+    fn drop_ref(&mut self, id: OwnerId, key: PrefixKey) {
+        let Some(book) = self.books.get_mut(id.0 as usize) else {
+            return;
+        };
+        book.claims.remove(key);
+        if !book.claims.is_empty() || book.source.is_none() {
+            return;
+        }
+        *book = OwnerBook::default();
+        let hash = self.uid_hasher.hash_one(self.uid_of(id));
+        if let Ok(entry) = self.by_uid.find_entry(hash, |&x| x == id.0) {
+            entry.remove();
+        }
+        self.next.owners.clear(id);
+        self.free_ids.push(id.0);
+    }
+}
+
+fn validate(prefix: IpNet, identity: Identity, owner: &Owner) -> Result<(), IpCacheError> {
+    if identity == Identity::UNKNOWN {
+        return Err(IpCacheError::UnknownIdentity { prefix });
+    }
+    if owner.uid.is_empty() {
+        return Err(IpCacheError::EmptyOwnerUid { prefix });
+    }
+    for (field, value) in [
+        ("uid", &owner.uid),
+        ("namespace", &owner.namespace),
+        ("name", &owner.name),
+    ] {
+        if value.len() > MAX_OWNER_FIELD {
+            return Err(IpCacheError::OwnerFieldTooLong {
+                field,
+                len: value.len(),
+                max: MAX_OWNER_FIELD,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The claim of the highest source.
+fn top_claim(claims: &ClaimSet) -> Option<Claim> {
+    claims.iter().rev().flatten().next().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pod(uid: &str) -> Owner {
+        Owner::new(Source::ApiServer, uid, "default", format!("pod-{uid}"))
+    }
+
+    fn id_at(cache: &IpCache, addr: &str) -> Option<u64> {
+        cache.lookup(ip(addr)).map(|h| h.identity.0)
+    }
+
+    #[test]
+    fn longest_prefix_wins_for_ipv4_including_default_and_host_routes() {
+        let mut w = IpCacheWriter::new();
+        w.upsert(net("0.0.0.0/0"), Identity(2), pod("world"))
+            .unwrap();
+        w.upsert(net("10.0.0.0/8"), Identity(300), pod("a"))
+            .unwrap();
+        w.upsert(net("10.1.0.0/16"), Identity(301), pod("b"))
+            .unwrap();
+        w.upsert(net("10.1.2.3/32"), Identity(302), pod("c"))
+            .unwrap();
+        let c = w.snapshot();
+        assert_eq!(id_at(&c, "10.1.2.3"), Some(302));
+        assert_eq!(id_at(&c, "10.1.2.4"), Some(301));
+        assert_eq!(id_at(&c, "10.2.0.1"), Some(300));
+        assert_eq!(id_at(&c, "192.168.0.1"), Some(2));
+        let hit = c.lookup(ip("10.1.2.3")).unwrap();
+        assert_eq!(hit.prefix_len, 32);
+        assert_eq!(c.owner(hit.owner).unwrap().uid, "c");
+        assert_eq!(c.lookup(ip("8.8.8.8")).unwrap().prefix_len, 0);
+        // No IPv6 entries: an IPv6 address matches nothing, not the IPv4 default.
+        assert_eq!(c.lookup(ip("::1")), None);
+        assert_eq!(c.lookup(ip("::ffff:10.1.2.3")), None);
+    }
+
+    #[test]
+    fn longest_prefix_wins_for_ipv6_including_default_and_host_routes() {
+        let mut w = IpCacheWriter::new();
+        w.upsert(net("::/0"), Identity(10), pod("world")).unwrap();
+        w.upsert(net("fd00::/8"), Identity(400), pod("a")).unwrap();
+        w.upsert(net("fd00:1::/64"), Identity(401), pod("b"))
+            .unwrap();
+        w.upsert(net("fd00:1::5/128"), Identity(402), pod("c"))
+            .unwrap();
+        w.upsert(net("fd00:1::4/127"), Identity(403), pod("d"))
+            .unwrap();
+        let c = w.snapshot();
+        assert_eq!(id_at(&c, "fd00:1::5"), Some(402));
+        assert_eq!(id_at(&c, "fd00:1::4"), Some(403));
+        assert_eq!(id_at(&c, "fd00:1::6"), Some(401));
+        assert_eq!(id_at(&c, "fd00:2::1"), Some(400));
+        assert_eq!(id_at(&c, "2001:db8::1"), Some(10));
+        assert_eq!(c.lookup(ip("fd00:1::5")).unwrap().prefix_len, 128);
+        assert_eq!(c.lookup(ip("10.0.0.1")), None);
+    }
+
+    #[test]
+    fn prefixes_are_truncated_and_removing_the_last_of_a_length_stops_matching_it() {
+        let mut w = IpCacheWriter::new();
+        w.upsert(net("10.1.2.3/16"), Identity(300), pod("a"))
+            .unwrap();
+        assert_eq!(w.get(net("10.1.0.0/16")).unwrap().0, Identity(300));
+        assert_eq!(id_at(w.cache(), "10.1.200.1"), Some(300));
+        assert_eq!(
+            w.remove(net("10.1.9.9/16"), "a"),
+            RemoveOutcome::Removed {
+                identity: Identity(300)
+            }
+        );
+        assert_eq!(id_at(w.cache(), "10.1.200.1"), None);
+        assert!(w.is_empty());
+        assert_eq!(w.cache().v4_lens, 0);
+    }
+
+    #[test]
+    fn upsert_by_same_owner_replaces_in_place_and_old_snapshots_keep_their_view() {
+        let mut w = IpCacheWriter::new();
+        assert_eq!(
+            w.upsert(net("10.0.0.5/32"), Identity(300), pod("a")),
+            Ok(UpsertOutcome::Inserted)
+        );
+        let before = w.snapshot();
+        assert_eq!(
+            w.upsert(net("10.0.0.5/32"), Identity(301), pod("a")),
+            Ok(UpsertOutcome::Replaced {
+                previous: Identity(300)
+            })
+        );
+        assert_eq!(
+            w.upsert(net("10.0.0.5/32"), Identity(301), pod("a")),
+            Ok(UpsertOutcome::Unchanged)
+        );
+        assert_eq!(id_at(&before, "10.0.0.5"), Some(300));
+        assert_eq!(id_at(w.cache(), "10.0.0.5"), Some(301));
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn ip_reuse_by_a_new_pod_survives_the_old_pods_late_delete() {
+        let mut w = IpCacheWriter::new();
+        w.upsert(net("10.0.0.5/32"), Identity(300), pod("a"))
+            .unwrap();
+        let outcome = w
+            .upsert(net("10.0.0.5/32"), Identity(500), pod("b"))
+            .unwrap();
+        assert_eq!(
+            outcome,
+            UpsertOutcome::TookOver {
+                previous_owner: "a".into(),
+                previous_identity: Identity(300),
+                previous_kept: false,
+            }
+        );
+        assert_eq!(
+            w.remove(net("10.0.0.5/32"), "a"),
+            RemoveOutcome::NotOwner {
+                visible_owner: "b".into()
+            }
+        );
+        assert_eq!(w.remove_owner("a"), Vec::<IpNet>::new());
+        let (identity, owner) = w.get(net("10.0.0.5/32")).unwrap();
+        assert_eq!(
+            (identity, owner.uid, owner.name),
+            (Identity(500), "b", "pod-b")
+        );
+        assert_eq!(id_at(w.cache(), "10.0.0.5"), Some(500));
+    }
+
+    #[test]
+    fn lower_source_is_shadowed_and_revealed_when_the_visible_owner_goes() {
+        let mut w = IpCacheWriter::new();
+        let local = Owner::new(Source::Local, "cni-x", "default", "x");
+        let api = Owner::new(Source::ApiServer, "pod-y", "default", "y");
+        let file = Owner::new(Source::File, "file-z", "", "z");
+        assert_eq!(
+            w.upsert(net("10.0.0.7/32"), Identity(300), &local),
+            Ok(UpsertOutcome::Inserted)
+        );
+        assert_eq!(
+            w.upsert(net("10.0.0.7/32"), Identity(301), &api),
+            Ok(UpsertOutcome::TookOver {
+                previous_owner: "cni-x".into(),
+                previous_identity: Identity(300),
+                previous_kept: true,
+            })
+        );
+        assert_eq!(
+            w.upsert(net("10.0.0.7/32"), Identity(302), &file),
+            Ok(UpsertOutcome::Shadowed {
+                visible_owner: "pod-y".into()
+            })
+        );
+        assert_eq!(id_at(w.cache(), "10.0.0.7"), Some(301));
+        let claims: Vec<_> = w
+            .claims(net("10.0.0.7/32"))
+            .iter()
+            .map(|c| c.1.uid)
+            .collect();
+        assert_eq!(claims, ["pod-y", "cni-x", "file-z"]);
+
+        let before = w.snapshot();
+        assert_eq!(
+            w.remove(net("10.0.0.7/32"), "pod-y"),
+            RemoveOutcome::Revealed {
+                removed: Identity(301),
+                identity: Identity(300),
+                owner: "cni-x".into()
+            }
+        );
+        // Readers go from one complete state to the next: there is no snapshot without an entry.
+        assert_eq!(id_at(&before, "10.0.0.7"), Some(301));
+        assert_eq!(id_at(w.cache(), "10.0.0.7"), Some(300));
+        assert_eq!(
+            w.remove(net("10.0.0.7/32"), "file-z"),
+            RemoveOutcome::RemovedShadowed {
+                identity: Identity(302)
+            }
+        );
+        assert_eq!(
+            w.remove(net("10.0.0.7/32"), "cni-x"),
+            RemoveOutcome::Removed {
+                identity: Identity(300)
+            }
+        );
+        assert_eq!(
+            w.remove(net("10.0.0.7/32"), "cni-x"),
+            RemoveOutcome::NotFound
+        );
+        assert_eq!(w.shadowed_len(), 0);
+    }
+
+    #[test]
+    fn same_source_newcomer_replaces_the_shadowed_claim_at_that_level() {
+        let mut w = IpCacheWriter::new();
+        w.upsert(net("10.0.0.8/32"), Identity(300), pod("api"))
+            .unwrap();
+        w.upsert(
+            net("10.0.0.8/32"),
+            Identity(301),
+            Owner::new(Source::Local, "l1", "", ""),
+        )
+        .unwrap();
+        w.upsert(
+            net("10.0.0.8/32"),
+            Identity(302),
+            Owner::new(Source::Local, "l2", "", ""),
+        )
+        .unwrap();
+        let claims: Vec<_> = w
+            .claims(net("10.0.0.8/32"))
+            .iter()
+            .map(|c| c.1.uid)
+            .collect();
+        assert_eq!(claims, ["api", "l2"]);
+        assert_eq!(
+            w.remove(net("10.0.0.8/32"), "l1"),
+            RemoveOutcome::NotOwner {
+                visible_owner: "api".into()
+            }
+        );
+    }
+
+    #[test]
+    fn remove_owner_drops_every_claim_and_reveals_fallbacks() {
+        let mut w = IpCacheWriter::new();
+        let a = pod("a");
+        w.upsert(net("10.0.0.1/32"), Identity(300), &a).unwrap();
+        w.upsert(net("fd00::1/128"), Identity(300), &a).unwrap();
+        w.upsert(
+            net("10.0.0.2/32"),
+            Identity(301),
+            Owner::new(Source::Local, "l", "", ""),
+        )
+        .unwrap();
+        w.upsert(net("10.0.0.2/32"), Identity(300), &a).unwrap();
+        w.upsert(net("10.0.0.3/32"), Identity(302), pod("b"))
+            .unwrap();
+        let hit = w.cache().lookup(ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            hit.owner,
+            w.cache().lookup(ip("fd00::1")).unwrap().owner,
+            "one record"
+        );
+
+        let removed = w.remove_owner("a");
+        assert_eq!(
+            removed,
+            vec![net("10.0.0.1/32"), net("10.0.0.2/32"), net("fd00::1/128")]
+        );
+        let c = w.snapshot();
+        assert_eq!(id_at(&c, "10.0.0.1"), None);
+        assert_eq!(id_at(&c, "fd00::1"), None);
+        assert_eq!(id_at(&c, "10.0.0.2"), Some(301));
+        assert_eq!(id_at(&c, "10.0.0.3"), Some(302));
+        assert_eq!(
+            c.owner(hit.owner),
+            None,
+            "the record is freed with its last claim"
+        );
+        assert_eq!(w.len(), 2);
+        assert!(w.remove_owner("a").is_empty());
+    }
+
+    #[test]
+    fn owner_records_are_reused_and_refreshed() {
+        let mut w = IpCacheWriter::new();
+        w.upsert(net("10.0.0.1/32"), Identity(300), pod("a"))
+            .unwrap();
+        w.upsert(
+            net("10.0.0.1/32"),
+            Identity(300),
+            Owner::new(Source::ApiServer, "a", "ns2", "n2"),
+        )
+        .unwrap();
+        let (_, owner) = w.get(net("10.0.0.1/32")).unwrap();
+        assert_eq!((owner.namespace, owner.name), ("ns2", "n2"));
+        w.remove_owner("a");
+        w.upsert(net("10.0.0.9/32"), Identity(301), pod("c"))
+            .unwrap();
+        let hit = w.cache().lookup(ip("10.0.0.9")).unwrap();
+        assert_eq!(hit.owner, OwnerId(0), "freed owner numbers are reused");
+        assert_eq!(w.cache().owner(hit.owner).unwrap().to_owner(), pod("c"));
+    }
+
+    #[test]
+    fn invalid_upserts_are_refused_and_change_nothing() {
+        let mut w = IpCacheWriter::new();
+        assert_eq!(
+            w.upsert(net("10.0.0.1/32"), Identity::UNKNOWN, pod("a")),
+            Err(IpCacheError::UnknownIdentity {
+                prefix: net("10.0.0.1/32")
+            })
+        );
+        assert_eq!(
+            w.upsert(net("10.0.0.1/32"), Identity(300), pod("")),
+            Err(IpCacheError::EmptyOwnerUid {
+                prefix: net("10.0.0.1/32")
+            })
+        );
+        let long = Owner::new(Source::File, "u", "", "x".repeat(MAX_OWNER_FIELD + 1));
+        let err = w
+            .upsert(net("10.0.0.1/32"), Identity(300), long)
+            .unwrap_err();
+        assert!(err.to_string().contains("name"), "{err}");
+        assert!(w.is_empty());
+        assert_eq!(w.cache().owner(OwnerId(0)), None);
+    }
+
+    #[test]
+    fn owner_chunks_compact_after_churn() {
+        let mut w = IpCacheWriter::new();
+        for round in 0..50u64 {
+            for i in 0..200u32 {
+                let addr = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+                let o = Owner::new(
+                    Source::ApiServer,
+                    format!("{round}-{i}"),
+                    "ns",
+                    "n".repeat(40),
+                );
+                w.upsert(IpNet::from(addr), Identity(300 + round), o)
+                    .unwrap();
+            }
+        }
+        assert_eq!(w.len(), 200);
+        assert_eq!(w.by_uid.len(), 200);
+        let bytes = w.cache().owners.memory_bytes();
+        assert!(
+            bytes < 64 * 1024,
+            "owner arenas hold {bytes} bytes for 200 owners"
+        );
+        for i in 0..200u32 {
+            let hit = w
+                .cache()
+                .lookup(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+                .unwrap();
+            assert_eq!(hit.identity, Identity(349));
+            assert_eq!(w.cache().owner(hit.owner).unwrap().uid, format!("49-{i}"));
+        }
+    }
+
+    #[test]
+    fn a_million_entries_with_one_owner_per_two_fit_in_100_mb() {
+        let mut w = IpCacheWriter::new();
+        for i in 0..500_000u32 {
+            let owner = Owner::new(
+                Source::ApiServer,
+                format!("{i:08x}-1c0e-4a7b-9f3d-5e6a7b8c9d0e"),
+                "production",
+                format!("frontend-5d8f7c9b6-{i:05x}"),
+            );
+            let v4 = IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+            let v6 = IpNet::from(IpAddr::V6(Ipv6Addr::from(
+                0xfd00_u128 << 112 | u128::from(i),
+            )));
+            w.upsert(v4, Identity(1000 + u64::from(i % 100)), &owner)
+                .unwrap();
+            w.upsert(v6, Identity(1000 + u64::from(i % 100)), &owner)
+                .unwrap();
+        }
+        assert_eq!(w.len(), 1_000_000);
+        let snapshot = w.cache().memory_bytes();
+        let total = w.memory_bytes();
+        assert!(snapshot < 100_000_000, "snapshot holds {snapshot} bytes");
+        assert!(
+            total < 150_000_000,
+            "writer and snapshot hold {total} bytes"
+        );
+        let hit = w.cache().lookup(ip("10.7.161.31")).unwrap();
+        assert_eq!(w.cache().owner(hit.owner).unwrap().namespace, "production");
+    }
+
+    /// A reference LPM: scan every prefix.
+    fn naive(entries: &[(IpNet, u64)], addr: IpAddr) -> Option<(u64, u8)> {
+        entries
+            .iter()
+            .filter(|(n, _)| n.contains(&addr))
+            .max_by_key(|(n, _)| n.prefix_len())
+            .map(|(n, id)| (*id, n.prefix_len()))
+    }
+
+    fn arb_v4() -> impl Strategy<Value = IpAddr> {
+        // Addresses from a narrow pool so prefixes overlap and nest.
+        (0u32..4, 0u32..4, any::<u8>()).prop_map(|(a, b, c)| {
+            IpAddr::V4(Ipv4Addr::from(
+                0x0a00_0000 | a << 16 | b << 8 | u32::from(c % 8),
+            ))
+        })
+    }
+
+    fn arb_v6() -> impl Strategy<Value = IpAddr> {
+        (0u128..4, 0u128..4, 0u128..8).prop_map(|(a, b, c)| {
+            IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | a << 80 | b << 8 | c))
+        })
+    }
+
+    fn arb_prefix() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (arb_v4(), 0u8..=32).prop_map(|(a, l)| IpNet::new(a, l).unwrap().trunc()),
+            (arb_v4(), 20u8..=32).prop_map(|(a, l)| IpNet::new(a, l).unwrap().trunc()),
+            (arb_v6(), 0u8..=128).prop_map(|(a, l)| IpNet::new(a, l).unwrap().trunc()),
+            (arb_v6(), 100u8..=128).prop_map(|(a, l)| IpNet::new(a, l).unwrap().trunc()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_matches_a_linear_scan(
+            ops in proptest::collection::vec((arb_prefix(), 256u64..300, any::<bool>()), 1..60),
+            probes in proptest::collection::vec(prop_oneof![arb_v4(), arb_v6()], 1..60),
+        ) {
+            let mut w = IpCacheWriter::new();
+            let mut reference: Vec<(IpNet, u64)> = Vec::new();
+            for (prefix, identity, insert) in ops {
+                let uid = format!("owner-{prefix}");
+                if insert {
+                    w.upsert(prefix, Identity(identity), pod(&uid)).unwrap();
+                    reference.retain(|(n, _)| *n != prefix);
+                    reference.push((prefix, identity));
+                } else {
+                    w.remove(prefix, &uid);
+                    reference.retain(|(n, _)| *n != prefix);
+                }
+            }
+            let cache = w.snapshot();
+            prop_assert_eq!(cache.len(), reference.len());
+            for addr in probes {
+                let got = cache.lookup(addr).map(|h| (h.identity.0, h.prefix_len));
+                prop_assert_eq!(got, naive(&reference, addr), "address {}", addr);
+            }
+            for (prefix, _) in &reference {
+                let got = cache.lookup(prefix.network()).map(|h| (h.identity.0, h.prefix_len));
+                prop_assert_eq!(got, naive(&reference, prefix.network()));
+            }
+        }
+    }
+}

@@ -68,7 +68,11 @@ pub struct Label {
 impl Label {
     /// A label from its parts.
     pub fn new(source: LabelSource, key: impl Into<String>, value: impl Into<String>) -> Self {
-        Label { key: key.into(), source, value: value.into() }
+        Label {
+            key: key.into(),
+            source,
+            value: value.into(),
+        }
     }
 }
 
@@ -95,9 +99,7 @@ impl LabelSet {
         let mut out: Vec<Label> = Vec::with_capacity(labels.len());
         for label in labels {
             match out.last_mut() {
-                Some(prev) if prev.key == label.key && prev.source == label.source => {
-                    *prev = label
-                }
+                Some(prev) if prev.key == label.key && prev.source == label.source => *prev = label,
                 _ => out.push(label),
             }
         }
@@ -123,7 +125,9 @@ impl LabelSet {
     pub fn with_key<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Label> + 'a {
         let start = self.labels.partition_point(|l| l.key.as_str() < key);
         let key = key.to_owned();
-        self.labels[start..].iter().take_while(move |l| l.key == key)
+        self.labels[start..]
+            .iter()
+            .take_while(move |l| l.key == key)
     }
 
     /// The value of `key` from `source` (`None` source: any source).
@@ -200,7 +204,10 @@ impl LabelFilter {
     /// Whether a pod label with `key` takes part in identities.
     pub fn keeps(&self, key: &str) -> bool {
         !self.excluded_keys.iter().any(|k| k == key)
-            && !self.excluded_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+            && !self
+                .excluded_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_str()))
     }
 }
 
@@ -222,15 +229,30 @@ pub struct WorkloadMeta<'a> {
 /// The canonical label set of a workload: namespace, service account, cluster, namespace
 /// labels and the pod labels that `filter` keeps, all with source `k8s`.
 pub fn workload_labels(meta: &WorkloadMeta<'_>, filter: &LabelFilter) -> LabelSet {
-    let mut labels = vec![Label::new(LabelSource::K8s, NAMESPACE_LABEL, meta.namespace)];
+    let mut labels = vec![Label::new(
+        LabelSource::K8s,
+        NAMESPACE_LABEL,
+        meta.namespace,
+    )];
     if let Some(sa) = meta.service_account {
         labels.push(Label::new(LabelSource::K8s, SERVICE_ACCOUNT_LABEL, sa));
     }
     if let Some(cluster) = meta.cluster {
         labels.push(Label::new(LabelSource::K8s, CLUSTER_LABEL, cluster));
     }
+    // Kubernetes sets `kubernetes.io/metadata.name` on every namespace; NetworkPolicies
+    // select namespaces by it, so it is present even when the caller's labels lack it.
+    labels.push(Label::new(
+        LabelSource::K8s,
+        format!("{NAMESPACE_LABELS_PREFIX}kubernetes.io/metadata.name"),
+        meta.namespace,
+    ));
     for (k, v) in meta.namespace_labels.into_iter().flatten() {
-        labels.push(Label::new(LabelSource::K8s, format!("{NAMESPACE_LABELS_PREFIX}{k}"), v));
+        labels.push(Label::new(
+            LabelSource::K8s,
+            format!("{NAMESPACE_LABELS_PREFIX}{k}"),
+            v,
+        ));
     }
     for (k, v) in meta.pod_labels.into_iter().flatten() {
         if filter.keeps(k) {
@@ -245,7 +267,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -275,7 +300,11 @@ mod tests {
 
     #[test]
     fn workload_labels_drop_noise_and_carry_namespace_context() {
-        let pod = map(&[("app", "web"), ("pod-template-hash", "7c9d"), ("tier", "front")]);
+        let pod = map(&[
+            ("app", "web"),
+            ("pod-template-hash", "7c9d"),
+            ("tier", "front"),
+        ]);
         let ns = map(&[("team", "shop")]);
         let set = workload_labels(
             &WorkloadMeta {
@@ -287,10 +316,16 @@ mod tests {
             },
             &LabelFilter::default(),
         );
-        assert_eq!(set.get(Some(LabelSource::K8s), NAMESPACE_LABEL), Some("prod"));
+        assert_eq!(
+            set.get(Some(LabelSource::K8s), NAMESPACE_LABEL),
+            Some("prod")
+        );
         assert_eq!(set.get(None, SERVICE_ACCOUNT_LABEL), Some("web-sa"));
         assert_eq!(set.get(None, CLUSTER_LABEL), Some("default"));
-        assert_eq!(set.get(None, "io.cilium.k8s.namespace.labels.team"), Some("shop"));
+        assert_eq!(
+            set.get(None, "io.cilium.k8s.namespace.labels.team"),
+            Some("shop")
+        );
         assert!(!set.has(None, "pod-template-hash"));
         assert_eq!(set.get(None, "tier"), Some("front"));
     }
@@ -298,13 +333,22 @@ mod tests {
     #[test]
     fn replicas_differing_only_in_noise_share_a_label_set() {
         let filter = LabelFilter::default();
-        let a = map(&[("app", "db"), ("statefulset.kubernetes.io/pod-name", "db-0")]);
-        let b = map(&[("app", "db"), ("statefulset.kubernetes.io/pod-name", "db-1")]);
+        let a = map(&[
+            ("app", "db"),
+            ("statefulset.kubernetes.io/pod-name", "db-0"),
+        ]);
+        let b = map(&[
+            ("app", "db"),
+            ("statefulset.kubernetes.io/pod-name", "db-1"),
+        ]);
         let meta = |labels| WorkloadMeta {
             namespace: "x",
             pod_labels: Some(labels),
             ..WorkloadMeta::default()
         };
-        assert_eq!(workload_labels(&meta(&a), &filter), workload_labels(&meta(&b), &filter));
+        assert_eq!(
+            workload_labels(&meta(&a), &filter),
+            workload_labels(&meta(&b), &filter)
+        );
     }
 }

@@ -1,0 +1,609 @@
+//! The node's policy state: the writer that keeps identities, the ipcache, endpoints and the
+//! compiled policy consistent, and the [`Snapshot`] it publishes for workers.
+//!
+//! Every mutation edits the writer's copy; nothing is visible to readers until
+//! [`IdentityCache::publish`], which swaps in one new snapshot. A pod's relabel or an IP's
+//! reuse by a new pod is therefore applied atomically: readers see the old state or the new
+//! one, never a gap. [`IdentityCache::wait_for_readers`] is the revocation barrier.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use ipnet::IpNet;
+
+use crate::compiler::{PolicyCompiler, PortName, policy_prefixes};
+use crate::endpoint::EndpointError;
+use crate::endpoint::{Endpoint, EndpointId, EndpointTable, NamedPort};
+use crate::identity::{ClusterKey, Identity, IdentityError, IdentityInfo, IdentityRegistry};
+use crate::ipcache::{IpCache, IpCacheError, IpCacheWriter, Owner, Source};
+use crate::labels::LabelSet;
+use crate::policy::{Action, Direction, Policy, PolicyKey};
+use crate::protocol::Protocol;
+use crate::publication::{BarrierError, Generation, Publisher, Reader};
+use crate::tables::{EnforcementConfig, PolicyTables};
+use crate::verdict::{DirectionVerdict, DropReason, Verdict};
+
+/// Everything a worker needs to decide a packet, as one consistent, immutable value.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    /// Addresses of workloads, nodes and other known hosts → identity.
+    pub ipcache: IpCache,
+    /// Prefixes named by policies → their CIDR identities.
+    pub policy_cidrs: IpCache,
+    /// Endpoints on this node.
+    pub endpoints: EndpointTable,
+    /// The compiled policy.
+    pub policy: PolicyTables,
+}
+
+/// One side of a packet: its identity and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerRef {
+    /// The identity.
+    pub identity: Identity,
+    /// The address.
+    pub ip: IpAddr,
+}
+
+/// Which directions to enforce: egress at the source endpoint, ingress at the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enforce {
+    /// Check the source's egress policy (the source is a local endpoint).
+    pub egress: bool,
+    /// Check the destination's ingress policy (the destination is a local endpoint).
+    pub ingress: bool,
+}
+
+/// The outcome of classifying a packet by its addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Classification<'a> {
+    /// Source identity and address.
+    pub source: PeerRef,
+    /// Destination identity and address.
+    pub destination: PeerRef,
+    /// The destination endpoint, if local.
+    pub destination_endpoint: Option<&'a Endpoint>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+impl Snapshot {
+    /// The identity of an address: a workload or node entry of the ipcache, else the CIDR
+    /// identity of the longest policy prefix containing it, else `world`.
+    #[inline]
+    pub fn identity_of(&self, ip: IpAddr) -> Identity {
+        if let Some(hit) = self.ipcache.lookup(ip) {
+            return hit.identity;
+        }
+        self.world_identity_of(ip)
+    }
+
+    /// The identity an address has as seen by CIDR rules: its policy-prefix identity or world.
+    #[inline]
+    pub fn world_identity_of(&self, ip: IpAddr) -> Identity {
+        match self.policy_cidrs.lookup(ip) {
+            Some(hit) => hit.identity,
+            None if ip.is_ipv4() => Identity::WORLD_IPV4,
+            None => Identity::WORLD_IPV6,
+        }
+    }
+
+    /// Decides a packet between two known peers.
+    #[inline]
+    pub fn decide(
+        &self,
+        source: PeerRef,
+        destination: PeerRef,
+        protocol: Protocol,
+        port: u16,
+        enforce: Enforce,
+    ) -> Verdict {
+        let tables = &self.policy;
+        if tables.is_collided(source.identity) || tables.is_collided(destination.identity) {
+            return Verdict::dropped(DropReason::IdentityCollision);
+        }
+        let egress = enforce.egress.then(|| {
+            let remotes = self.remote_candidates(destination);
+            tables.decide_direction(
+                source.identity,
+                Direction::Egress,
+                remotes.as_slice(),
+                protocol,
+                port,
+            )
+        });
+        if let Some(v) = egress.filter(|v| v.action == Action::Deny) {
+            return denied(Direction::Egress, egress, None, v);
+        }
+        let ingress = enforce.ingress.then(|| {
+            let remotes = self.remote_candidates(source);
+            tables.decide_direction(
+                destination.identity,
+                Direction::Ingress,
+                remotes.as_slice(),
+                protocol,
+                port,
+            )
+        });
+        if let Some(v) = ingress.filter(|v| v.action == Action::Deny) {
+            return denied(Direction::Ingress, egress, ingress, v);
+        }
+        Verdict {
+            action: Action::Allow,
+            direction: if ingress.is_some() {
+                Some(Direction::Ingress)
+            } else if egress.is_some() {
+                Some(Direction::Egress)
+            } else {
+                None
+            },
+            egress,
+            ingress,
+            drop_reason: None,
+        }
+    }
+
+    /// The identities a peer is matched as: its own, plus (Kubernetes semantics) the CIDR
+    /// identity of its address when it is a workload.
+    #[inline]
+    fn remote_candidates(&self, peer: PeerRef) -> Candidates {
+        let mut c = Candidates {
+            ids: [peer.identity, Identity::UNKNOWN],
+            len: 1,
+        };
+        if self.policy.config.cidr_selects_endpoints && !peer.identity.is_reserved() {
+            if let Some(hit) = self.policy_cidrs.lookup(peer.ip) {
+                if hit.identity != peer.identity {
+                    c.ids[1] = hit.identity;
+                    c.len = 2;
+                }
+            }
+        }
+        c
+    }
+
+    /// Classifies a packet by its addresses: identities from the ipcache, egress enforced when
+    /// the source is a local endpoint, ingress when the destination is.
+    #[inline]
+    pub fn classify(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: Protocol,
+        port: u16,
+    ) -> Classification<'_> {
+        let source = PeerRef {
+            identity: self.identity_of(src),
+            ip: src,
+        };
+        let destination = PeerRef {
+            identity: self.identity_of(dst),
+            ip: dst,
+        };
+        let destination_endpoint = self.endpoints.by_ip(dst);
+        let enforce = Enforce {
+            egress: self.endpoints.by_ip(src).is_some(),
+            ingress: destination_endpoint.is_some(),
+        };
+        let verdict = self.decide(source, destination, protocol, port, enforce);
+        Classification {
+            source,
+            destination,
+            destination_endpoint,
+            verdict,
+        }
+    }
+}
+
+struct Candidates {
+    ids: [Identity; 2],
+    len: usize,
+}
+
+impl Candidates {
+    fn as_slice(&self) -> &[Identity] {
+        &self.ids[..self.len]
+    }
+}
+
+fn denied(
+    direction: Direction,
+    egress: Option<DirectionVerdict>,
+    ingress: Option<DirectionVerdict>,
+    deciding: DirectionVerdict,
+) -> Verdict {
+    Verdict {
+        action: Action::Deny,
+        direction: Some(direction),
+        egress,
+        ingress,
+        drop_reason: deciding.drop_reason,
+    }
+}
+
+/// Where a workload's endpoint is attached, when it runs on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalAttachment {
+    /// Host-side interface index.
+    pub ifindex: u32,
+    /// The pod interface's MAC address.
+    pub mac: [u8; 6],
+}
+
+/// A workload (pod) as the control plane describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Pod UID: owner of its ipcache entries.
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Canonical labels (see [`crate::labels::workload_labels`]).
+    pub labels: LabelSet,
+    /// Addresses.
+    pub ips: Vec<IpAddr>,
+    /// Named container ports.
+    pub named_ports: Vec<NamedPort>,
+    /// Where the information came from.
+    pub source: Source,
+    /// Set when the workload runs on this node.
+    pub local: Option<LocalAttachment>,
+}
+
+/// Why a workload or address was not (fully) applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The workload has no UID, so its entries could not be owner-checked.
+    #[error("workload {namespace}/{name} has an empty uid")]
+    EmptyUid {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The label set's identity collides with another label set; the workload is recorded
+    /// and fails closed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The local endpoint conflicts with another one; nothing was changed.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// An ipcache entry was refused.
+    #[error(transparent)]
+    IpCache(#[from] IpCacheError),
+}
+
+struct WorkloadState {
+    workload: Workload,
+    identity: Identity,
+    endpoint: Option<EndpointId>,
+}
+
+/// The writer side of the node's policy state.
+pub struct IdentityCache {
+    registry: IdentityRegistry,
+    compiler: PolicyCompiler,
+    ipcache: IpCacheWriter,
+    policy_cidrs: IpCacheWriter,
+    cidr_refs: BTreeMap<IpNet, (Identity, u32)>,
+    policy_prefixes: HashMap<PolicyKey, BTreeSet<IpNet>>,
+    endpoints: EndpointTable,
+    next_endpoint: u32,
+    workloads: HashMap<String, WorkloadState>,
+    identity_members: HashMap<Identity, BTreeSet<String>>,
+    publisher: Publisher<Snapshot>,
+}
+
+impl IdentityCache {
+    /// An empty state with a published empty snapshot.
+    pub fn new(key: ClusterKey, config: EnforcementConfig) -> Self {
+        let compiler = PolicyCompiler::new(config);
+        let initial = Snapshot {
+            policy: compiler.tables(),
+            ..Snapshot::default()
+        };
+        IdentityCache {
+            registry: IdentityRegistry::new(key),
+            compiler,
+            ipcache: IpCacheWriter::default(),
+            policy_cidrs: IpCacheWriter::default(),
+            cidr_refs: BTreeMap::new(),
+            policy_prefixes: HashMap::new(),
+            endpoints: EndpointTable::default(),
+            next_endpoint: 1,
+            workloads: HashMap::new(),
+            identity_members: HashMap::new(),
+            publisher: Publisher::new(initial),
+        }
+    }
+
+    /// Registers a reader (a worker) for snapshots.
+    pub fn reader(&self, name: &str) -> Reader<Snapshot> {
+        self.publisher.register_reader(name)
+    }
+
+    /// The identity registry.
+    pub fn registry(&self) -> &IdentityRegistry {
+        &self.registry
+    }
+
+    /// The policy compiler.
+    pub fn compiler(&self) -> &PolicyCompiler {
+        &self.compiler
+    }
+
+    /// The snapshot the next publish would make (for tools that decide without workers).
+    pub fn pending(&self) -> Snapshot {
+        Snapshot {
+            ipcache: self.ipcache.snapshot(),
+            policy_cidrs: self.policy_cidrs.snapshot(),
+            endpoints: self.endpoints.clone(),
+            policy: self.compiler.tables(),
+        }
+    }
+
+    /// Publishes the pending state to readers.
+    pub fn publish(&mut self) -> Generation {
+        self.publisher.publish(self.pending())
+    }
+
+    /// Waits until every active reader decides against `generation` or later.
+    pub fn wait_for_readers(
+        &self,
+        generation: Generation,
+        timeout: Duration,
+    ) -> Result<(), BarrierError> {
+        self.publisher.wait_for_readers(generation, timeout)
+    }
+
+    /// The identity of a workload, if known.
+    pub fn workload_identity(&self, uid: &str) -> Option<Identity> {
+        self.workloads.get(uid).map(|w| w.identity)
+    }
+
+    /// Adds or updates a workload. Its new identity, addresses and endpoint replace the old
+    /// ones in one step (published by the next [`publish`](Self::publish)).
+    ///
+    /// A label set whose identity collides with another is still recorded (so its packets
+    /// are attributed and dropped) and the collision is returned as an error.
+    pub fn upsert_workload(&mut self, workload: Workload) -> Result<Identity, StateError> {
+        if workload.uid.is_empty() {
+            return Err(StateError::EmptyUid {
+                namespace: workload.namespace.clone(),
+                name: workload.name.clone(),
+            });
+        }
+        let acquired = self.registry.acquire(&workload.labels);
+        let identity = match &acquired {
+            Ok((id, _)) => *id,
+            Err(IdentityError::Collision { identity, .. }) => *identity,
+        };
+        let previous_endpoint = self.workloads.get(&workload.uid).and_then(|p| p.endpoint);
+        let endpoint = match &workload.local {
+            Some(attachment) => {
+                let id = previous_endpoint.unwrap_or(EndpointId(self.next_endpoint));
+                let stored = self.endpoints.upsert(Endpoint {
+                    id,
+                    namespace: workload.namespace.clone(),
+                    name: workload.name.clone(),
+                    pod_uid: workload.uid.clone(),
+                    ifindex: attachment.ifindex,
+                    mac: attachment.mac,
+                    ips: workload.ips.clone(),
+                    identity,
+                    named_ports: workload.named_ports.clone(),
+                });
+                if let Err(e) = stored {
+                    self.registry.release(identity, &workload.labels);
+                    return Err(e.into());
+                }
+                if previous_endpoint.is_none() {
+                    self.next_endpoint += 1;
+                }
+                Some(id)
+            }
+            None => None,
+        };
+        let previous = self.workloads.remove(&workload.uid);
+        self.identity_members
+            .entry(identity)
+            .or_default()
+            .insert(workload.uid.clone());
+        let owner = Owner {
+            source: workload.source,
+            uid: workload.uid.clone(),
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+        };
+        let mut refused = None;
+        for ip in &workload.ips {
+            if let Err(e) = self.ipcache.upsert(IpNet::from(*ip), identity, &owner) {
+                refused.get_or_insert(e);
+            }
+        }
+        let uid = workload.uid.clone();
+        self.workloads.insert(
+            uid.clone(),
+            WorkloadState {
+                workload,
+                identity,
+                endpoint,
+            },
+        );
+        if let Some(prev) = previous {
+            let stale: Vec<IpAddr> = prev
+                .workload
+                .ips
+                .iter()
+                .filter(|ip| !self.workloads[&uid].workload.ips.contains(ip))
+                .copied()
+                .collect();
+            for ip in stale {
+                self.ipcache.remove(IpNet::from(ip), &uid);
+            }
+            if prev.endpoint.is_some() && self.workloads[&uid].endpoint.is_none() {
+                if let Some(id) = prev.endpoint {
+                    self.endpoints.remove(id);
+                }
+            }
+            self.release_identity(
+                prev.identity,
+                &prev.workload.labels,
+                &uid,
+                prev.identity != identity,
+            );
+        }
+        self.sync_identity(identity);
+        self.compiler.set_collided(self.registry.collided());
+        if let Some(e) = refused {
+            return Err(e.into());
+        }
+        acquired.map(|_| identity).map_err(StateError::from)
+    }
+
+    /// Removes a workload: its ipcache entries (only those it owns), endpoint and identity
+    /// reference.
+    pub fn remove_workload(&mut self, uid: &str) -> bool {
+        let Some(state) = self.workloads.remove(uid) else {
+            return false;
+        };
+        self.ipcache.remove_owner(uid);
+        if let Some(id) = state.endpoint {
+            self.endpoints.remove(id);
+        }
+        self.release_identity(state.identity, &state.workload.labels, uid, true);
+        self.compiler.set_collided(self.registry.collided());
+        true
+    }
+
+    fn release_identity(
+        &mut self,
+        identity: Identity,
+        labels: &LabelSet,
+        uid: &str,
+        drop_member: bool,
+    ) {
+        if drop_member {
+            if let Some(members) = self.identity_members.get_mut(&identity) {
+                members.remove(uid);
+            }
+        }
+        if self.registry.release(identity, labels) || self.registry.get(identity).is_none() {
+            self.identity_members.remove(&identity);
+            self.compiler.remove_identity(identity);
+        } else {
+            self.sync_identity(identity);
+        }
+    }
+
+    /// Pushes an identity's labels and the union of its workloads' named ports to the
+    /// compiler.
+    fn sync_identity(&mut self, identity: Identity) {
+        let Some(info) = self.registry.get(identity).cloned() else {
+            return;
+        };
+        let mut ports = BTreeSet::new();
+        for uid in self.identity_members.get(&identity).into_iter().flatten() {
+            if let Some(w) = self.workloads.get(uid) {
+                for p in &w.workload.named_ports {
+                    ports.insert(PortName {
+                        name: p.name.clone(),
+                        protocol: p.protocol,
+                        port: p.port,
+                    });
+                }
+            }
+        }
+        self.compiler
+            .upsert_identity(identity, info, ports.into_iter().collect());
+    }
+
+    /// Adds a non-workload address (a node's host, the API server) with a reserved identity.
+    pub fn upsert_host(
+        &mut self,
+        prefix: IpNet,
+        identity: Identity,
+        owner: Owner,
+    ) -> Result<(), StateError> {
+        self.ipcache.upsert(prefix, identity, owner)?;
+        Ok(())
+    }
+
+    /// Removes a non-workload address claim of `owner_uid`.
+    pub fn remove_host(&mut self, prefix: IpNet, owner_uid: &str) {
+        self.ipcache.remove(prefix, owner_uid);
+    }
+
+    /// Adds or replaces a policy, creating CIDR identities for the prefixes it names.
+    pub fn upsert_policy(&mut self, policy: Policy) {
+        let key = policy.key.clone();
+        let prefixes = policy_prefixes(&policy);
+        for prefix in &prefixes {
+            self.acquire_prefix(*prefix);
+        }
+        self.compiler.upsert_policy(policy);
+        if let Some(old) = self.policy_prefixes.insert(key, prefixes) {
+            for prefix in old {
+                self.release_prefix(prefix);
+            }
+        }
+    }
+
+    /// Removes a policy. Returns whether it existed.
+    pub fn remove_policy(&mut self, key: &PolicyKey) -> bool {
+        let existed = self.compiler.remove_policy(key);
+        if let Some(old) = self.policy_prefixes.remove(key) {
+            for prefix in old {
+                self.release_prefix(prefix);
+            }
+        }
+        existed
+    }
+
+    fn acquire_prefix(&mut self, prefix: IpNet) {
+        if let Some((_, refs)) = self.cidr_refs.get_mut(&prefix) {
+            *refs += 1;
+            return;
+        }
+        // A CIDR identity collision would need two prefixes hashing alike; fail closed by
+        // still mapping the prefix to the contested number.
+        let identity = match self.registry.acquire_cidr(prefix) {
+            Ok((id, _)) => id,
+            Err(IdentityError::Collision { identity, .. }) => identity,
+        };
+        if let Some(info) = self.registry.get(identity).cloned() {
+            self.compiler
+                .upsert_identity(identity, IdentityInfo { ..info }, Vec::new());
+        }
+        let owner = Owner {
+            source: Source::Local,
+            uid: format!("policy-cidr:{prefix}"),
+            namespace: String::new(),
+            name: prefix.to_string(),
+        };
+        // The owner is well-formed and the identity derived, so the upsert cannot be refused.
+        let _ = self.policy_cidrs.upsert(prefix, identity, owner);
+        self.cidr_refs.insert(prefix, (identity, 1));
+    }
+
+    fn release_prefix(&mut self, prefix: IpNet) {
+        let Some((identity, refs)) = self.cidr_refs.get_mut(&prefix) else {
+            return;
+        };
+        *refs -= 1;
+        if *refs > 0 {
+            return;
+        }
+        let identity = *identity;
+        self.cidr_refs.remove(&prefix);
+        self.policy_cidrs
+            .remove(prefix, &format!("policy-cidr:{prefix}"));
+        let labels = crate::identity::cidr_labels(prefix);
+        if self.registry.release(identity, &labels) {
+            self.compiler.remove_identity(identity);
+        }
+    }
+}
