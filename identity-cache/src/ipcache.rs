@@ -297,7 +297,7 @@ impl Hash for V4Key {
 impl ShardKey for V4Key {
     #[inline]
     fn shard_hash(&self) -> u64 {
-        self.packed().wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        mix64(self.packed())
     }
 }
 
