@@ -215,14 +215,13 @@ impl PolicyCompiler {
             entry.members.remove(&id);
         }
         self.subject_of.remove(&id);
-        if let Some(facts) = self.identities.remove(&id) {
-            if let Some(ns) = facts.info.labels.get(None, NAMESPACE_LABEL) {
-                if let Some(set) = self.by_namespace.get_mut(ns) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.by_namespace.remove(ns);
-                    }
-                }
+        if let Some(facts) = self.identities.remove(&id)
+            && let Some(ns) = facts.info.labels.get(None, NAMESPACE_LABEL)
+            && let Some(set) = self.by_namespace.get_mut(ns)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_namespace.remove(ns);
             }
         }
     }

@@ -130,7 +130,7 @@ pub enum CaseError {
         /// Index in `policies`.
         index: usize,
         /// The error.
-        error: crate::policy::PolicyError,
+        error: Box<crate::policy::PolicyError>,
     },
     /// A probe names an unknown pod or peer.
     #[error("probe {index}: {reason}")]
@@ -183,7 +183,10 @@ fn build(
     let mut cache = IdentityCache::new(ClusterKey::default(), config);
     let mut policies = Vec::new();
     for (index, text) in case.policies.iter().enumerate() {
-        match parse_manifest(text).map_err(|error| CaseError::Policy { index, error })? {
+        match parse_manifest(text).map_err(|error| CaseError::Policy {
+            index,
+            error: Box::new(error),
+        })? {
             ParsedManifest::Policy(p) => policies.push(p),
             ParsedManifest::Empty => {}
         }

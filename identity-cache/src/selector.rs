@@ -112,10 +112,10 @@ pub enum SelectorError {
 
 /// Splits `k8s:app` into (Some(K8s), "app"); `any:` and unprefixed keys give `None`.
 pub fn parse_key(raw: &str) -> (Option<LabelSource>, &str) {
-    if let Some((prefix, rest)) = raw.split_once(':') {
-        if let Some(source) = LabelSource::parse(prefix) {
-            return (source, rest);
-        }
+    if let Some((prefix, rest)) = raw.split_once(':')
+        && let Some(source) = LabelSource::parse(prefix)
+    {
+        return (source, rest);
     }
     (None, raw)
 }

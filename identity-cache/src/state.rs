@@ -153,13 +153,13 @@ impl Snapshot {
             ids: [peer.identity, Identity::UNKNOWN],
             len: 1,
         };
-        if self.policy.config.cidr_selects_endpoints && !peer.identity.is_reserved() {
-            if let Some(hit) = self.policy_cidrs.lookup(peer.ip) {
-                if hit.identity != peer.identity {
-                    c.ids[1] = hit.identity;
-                    c.len = 2;
-                }
-            }
+        if self.policy.config.cidr_selects_endpoints
+            && !peer.identity.is_reserved()
+            && let Some(hit) = self.policy_cidrs.lookup(peer.ip)
+            && hit.identity != peer.identity
+        {
+            c.ids[1] = hit.identity;
+            c.len = 2;
         }
         c
     }
@@ -270,7 +270,7 @@ pub enum StateError {
     Identity(#[from] IdentityError),
     /// The local endpoint conflicts with another one; nothing was changed.
     #[error(transparent)]
-    Endpoint(#[from] EndpointError),
+    Endpoint(#[from] Box<EndpointError>),
     /// An ipcache entry was refused.
     #[error(transparent)]
     IpCache(#[from] IpCacheError),
@@ -398,7 +398,7 @@ impl IdentityCache {
                 });
                 if let Err(e) = stored {
                     self.registry.release(identity, &workload.labels);
-                    return Err(e.into());
+                    return Err(Box::new(e).into());
                 }
                 if previous_endpoint.is_none() {
                     self.next_endpoint += 1;
@@ -444,10 +444,10 @@ impl IdentityCache {
             for ip in stale {
                 self.ipcache.remove(IpNet::from(ip), &uid);
             }
-            if prev.endpoint.is_some() && self.workloads[&uid].endpoint.is_none() {
-                if let Some(id) = prev.endpoint {
-                    self.endpoints.remove(id);
-                }
+            if let Some(id) = prev.endpoint
+                && self.workloads[&uid].endpoint.is_none()
+            {
+                self.endpoints.remove(id);
             }
             self.release_identity(
                 prev.identity,
@@ -486,10 +486,8 @@ impl IdentityCache {
         uid: &str,
         drop_member: bool,
     ) {
-        if drop_member {
-            if let Some(members) = self.identity_members.get_mut(&identity) {
-                members.remove(uid);
-            }
+        if drop_member && let Some(members) = self.identity_members.get_mut(&identity) {
+            members.remove(uid);
         }
         if self.registry.release(identity, labels) || self.registry.get(identity).is_none() {
             self.identity_members.remove(&identity);

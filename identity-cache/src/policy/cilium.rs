@@ -258,25 +258,24 @@ pub fn translate(spec: &CiliumPolicySpec, namespace: Option<&str>) -> Result<Vec
             Direction::Egress => default_deny.egress.unwrap_or(true),
         };
         let path = spec_path.field(name);
-        let entries: Vec<(PeerFields<'_>, EntryPorts<'_>, Vec<(&'static str, bool)>)> =
-            match (direction, action) {
-                (Direction::Ingress, _) => {
-                    let list = if action == Action::Allow {
-                        &spec.ingress
-                    } else {
-                        &spec.ingress_deny
-                    };
-                    list.iter().flatten().map(ingress_parts).collect()
-                }
-                (Direction::Egress, _) => {
-                    let list = if action == Action::Allow {
-                        &spec.egress
-                    } else {
-                        &spec.egress_deny
-                    };
-                    list.iter().flatten().map(egress_parts).collect()
-                }
-            };
+        let entries: Vec<EntryParts<'_>> = match (direction, action) {
+            (Direction::Ingress, _) => {
+                let list = if action == Action::Allow {
+                    &spec.ingress
+                } else {
+                    &spec.ingress_deny
+                };
+                list.iter().flatten().map(ingress_parts).collect()
+            }
+            (Direction::Egress, _) => {
+                let list = if action == Action::Allow {
+                    &spec.egress
+                } else {
+                    &spec.egress_deny
+                };
+                list.iter().flatten().map(egress_parts).collect()
+            }
+        };
         for (i, (peers, ports, unsupported)) in entries.into_iter().enumerate() {
             let entry_path = path.index(i);
             if let Some((field, _)) = unsupported.iter().find(|(_, present)| *present) {

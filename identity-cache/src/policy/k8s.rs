@@ -85,6 +85,12 @@ pub struct NetworkPolicyPort {
     pub end_port: Option<i64>,
 }
 
+/// The peers and ports of one rule, whichever direction.
+type RuleParts<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 fn parse_selector(spec: &LabelSelectorSpec, path: &FieldPath) -> Result<Selector, SpecError> {
     Selector::parse(spec).map_err(|(sub, e)| SpecError::at(&path.join(&sub), e))
 }
@@ -167,10 +173,7 @@ pub fn translate(spec: &NetworkPolicySpec, namespace: &str) -> Result<Vec<Rule>,
             enables_default_deny: true,
             http: Vec::new(),
         });
-        let entries: Vec<(
-            Option<&Vec<NetworkPolicyPeer>>,
-            Option<&Vec<NetworkPolicyPort>>,
-        )> = match direction {
+        let entries: Vec<RuleParts<'_>> = match direction {
             Direction::Ingress => spec
                 .ingress
                 .iter()
