@@ -34,7 +34,7 @@ use std::sync::Arc;
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::cow_map::{SHARDS, ShardKey, ShardedMap, mix64};
+use crate::cow_map::{SHARDS, ShardKey, ShardedMap};
 use crate::identity::Identity;
 
 /// Where a claim on a prefix comes from. Higher sources take precedence:
@@ -259,6 +259,9 @@ pub enum RemoveOutcome {
 // ---------------------------------------------------------------------------------------------
 // Packed keys and values
 
+/// 2^64 / φ, the multiplier of Fibonacci hashing.
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// An IPv4 table key: masked address (big-endian) and prefix length, 5 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct V4Key {
@@ -297,7 +300,9 @@ impl Hash for V4Key {
 impl ShardKey for V4Key {
     #[inline]
     fn shard_hash(&self) -> u64 {
-        mix64(self.packed())
+        // One multiply (Fibonacci hashing) is enough to pick a shard: the packed key uses only
+        // its low 40 bits, and the product bits the shard index folds in depend on all of them.
+        self.packed().wrapping_mul(FIBONACCI)
     }
 }
 
@@ -337,7 +342,8 @@ impl ShardKey for V6Key {
     fn shard_hash(&self) -> u64 {
         let a = u128::from_be_bytes(self.addr);
         let (hi, lo) = ((a >> 64) as u64, a as u64);
-        mix64(hi ^ lo.rotate_left(29) ^ (u64::from(self.len) << 56))
+        let x = hi ^ lo.rotate_left(29) ^ (u64::from(self.len) << 56);
+        (x ^ (x >> 29)).wrapping_mul(FIBONACCI)
     }
 }
 
@@ -524,6 +530,11 @@ impl OwnerChunk {
             name_len: owner.name.len() as u16,
             source: owner.source,
         });
+        // Ids are handed out densely, so a full chunk rarely grows again: drop the slack.
+        let slack = self.arena.capacity() - self.arena.len();
+        if slack > self.arena.len() / 16 && self.slots.iter().all(Option::is_some) {
+            self.arena.shrink_to_fit();
+        }
     }
 
     fn memory_bytes(&self) -> usize {
@@ -815,10 +826,9 @@ impl PrefixList {
     }
 }
 
-/// Writer-side bookkeeping for one owner record.
+/// Writer-side bookkeeping for one owner record: the prefixes it claims.
 #[derive(Default)]
 struct OwnerBook {
-    source: Option<Source>,
     claims: PrefixList,
 }
 
@@ -964,11 +974,11 @@ impl IpCacheWriter {
         // This owner's previous claim (any source), taken out before the new one goes in.
         let mut previous_own = None;
         for claim in claims.iter_mut() {
-            if let Some(c) = *claim {
-                if self.uid_of(c.owner) == owner.uid {
-                    previous_own = Some(c);
-                    *claim = None;
-                }
+            if let Some(c) = *claim
+                && self.uid_of(c.owner) == owner.uid
+            {
+                previous_own = Some(c);
+                *claim = None;
             }
         }
         let new = Claim {
@@ -1109,10 +1119,7 @@ impl IpCacheWriter {
     }
 
     fn source_of(&self, id: OwnerId) -> Source {
-        self.books
-            .get(id.0 as usize)
-            .and_then(|b| b.source)
-            .unwrap_or(Source::File)
+        self.next.owners.get(id).map_or(Source::File, |o| o.source)
     }
 
     /// Every claim on `key`, visible and shadowed, by source.
@@ -1142,6 +1149,11 @@ impl IpCacheWriter {
 
     fn set_visible(&mut self, key: PrefixKey, claim: Option<Claim>) {
         let slot = claim.map(|c| Slot::new(c.identity, c.owner));
+        if slot == self.next.slot(key) {
+            // Nothing visible changes: leave the shards shared with published snapshots (a
+            // relist that upserts everything again must not copy the whole table).
+            return;
+        }
         match key {
             PrefixKey::V4(k) => {
                 let len = usize::from(k.len);
@@ -1218,10 +1230,7 @@ impl IpCacheWriter {
             }
         };
         if let Some(book) = self.books.get_mut(id as usize) {
-            *book = OwnerBook {
-                source: Some(owner.source),
-                claims: PrefixList::default(),
-            };
+            *book = OwnerBook::default();
         }
         self.next.owners.put(OwnerId(id), owner);
         let (owners, hasher) = (&self.next.owners, &self.uid_hasher);
@@ -1243,7 +1252,7 @@ impl IpCacheWriter {
             return;
         };
         book.claims.remove(key);
-        if !book.claims.is_empty() || book.source.is_none() {
+        if !book.claims.is_empty() || self.next.owners.get(id).is_none() {
             return;
         }
         *book = OwnerBook::default();
@@ -1729,6 +1738,60 @@ mod tests {
                 let got = cache.lookup(prefix.network()).map(|h| (h.identity.0, h.prefix_len));
                 prop_assert_eq!(got, naive(&reference, prefix.network()));
             }
+        }
+
+        #[test]
+        fn ownership_rules_match_a_plain_model(
+            ops in proptest::collection::vec((0u8..3, 0usize..4, 0usize..3, 0usize..3, 256u64..260), 1..80),
+        ) {
+            const PREFIXES: [&str; 4] = ["10.0.0.1/32", "10.0.0.0/24", "fd00::1/128", "0.0.0.0/0"];
+            const UIDS: [&str; 3] = ["a", "b", "c"];
+            // prefix → claims (uid, source, identity), at most one per uid and one per source.
+            let mut model: std::collections::BTreeMap<IpNet, Vec<(&str, Source, u64)>> =
+                Default::default();
+            let mut w = IpCacheWriter::new();
+            for (op, p, u, src, identity) in ops {
+                let (prefix, uid, source) = (net(PREFIXES[p]), UIDS[u], Source::ALL[src]);
+                match op {
+                    0 => {
+                        let owner = Owner::new(source, uid, "ns", format!("pod-{uid}"));
+                        w.upsert(prefix, Identity(identity), owner).unwrap();
+                        let claims = model.entry(prefix).or_default();
+                        claims.retain(|c| c.0 != uid && c.1 != source);
+                        claims.push((uid, source, identity));
+                    }
+                    1 => {
+                        w.remove(prefix, uid);
+                        model.entry(prefix).or_default().retain(|c| c.0 != uid);
+                    }
+                    _ => {
+                        w.remove_owner(uid);
+                        for claims in model.values_mut() {
+                            claims.retain(|c| c.0 != uid);
+                        }
+                    }
+                }
+            }
+            model.retain(|_, claims| !claims.is_empty());
+            prop_assert_eq!(w.len(), model.len());
+            for p in PREFIXES {
+                let mut expected = model.get(&net(p)).cloned().unwrap_or_default();
+                expected.sort_by_key(|c| std::cmp::Reverse(c.1));
+                let got: Vec<_> = w
+                    .claims(net(p))
+                    .iter()
+                    .map(|(id, o)| (o.uid.to_owned(), o.source, id.0))
+                    .collect();
+                let expected: Vec<_> =
+                    expected.iter().map(|c| (c.0.to_owned(), c.1, c.2)).collect();
+                prop_assert_eq!(&got, &expected, "claims on {}", p);
+                let visible = w.get(net(p)).map(|(id, o)| (o.uid.to_owned(), id.0));
+                prop_assert_eq!(visible, expected.first().map(|c| (c.0.clone(), c.2)));
+            }
+            // Owner records are freed with their last claim.
+            let records: std::collections::BTreeSet<_> =
+                model.values().flatten().map(|c| (c.0, c.1)).collect();
+            prop_assert_eq!(w.by_uid.len(), records.len());
         }
     }
 }

@@ -264,12 +264,15 @@ impl<T> Publisher<T> {
     }
 }
 
+/// A reader's held snapshot, revalidated against the publisher's pointer.
+type SnapshotCache<T> = Cache<Arc<ArcSwap<Snapshot<T>>>, Arc<Snapshot<T>>>;
+
 /// One worker's handle on the published snapshots. Dropping it deregisters the worker.
 pub struct Reader<T> {
     shared: Arc<Shared<T>>,
     slot: Arc<ReaderSlot>,
     /// The held snapshot, revalidated against the current pointer; `None` while parked.
-    cache: Option<Cache<Arc<ArcSwap<Snapshot<T>>>, Arc<Snapshot<T>>>>,
+    cache: Option<SnapshotCache<T>>,
     /// What was last stored in `slot.state`.
     recorded: u64,
 }
@@ -424,7 +427,7 @@ mod tests {
                         );
                         count += 1;
                         batches.fetch_add(1, Ordering::Relaxed);
-                        if count % 64 == 0 {
+                        if count.is_multiple_of(64) {
                             thread::yield_now();
                         }
                     }
