@@ -1,6 +1,23 @@
-//! The XDP steering program (C, in `bpf/`) and its aya loader.
+//! sluice's XDP steering program and its loader.
 //!
-//! Planned here (issue "xdp-redirect"): attaching the program, the XSKMAP that steers pod
-//! traffic into AF_XDP sockets, the BPF maps that mirror `identity-cache`'s compiled tables for
-//! the in-kernel fallback path, pinning, per-CPU counters and kernel-side verdict events.
-//! Nothing is implemented yet; this crate exists so the workspace layout is fixed.
+//! The C program (`bpf/steer.c`, one header per concern) parses every frame, steers managed
+//! pod traffic into the AF_XDP socket bound for the receiving queue, and — when no socket is
+//! bound, or the operator chose kernel mode for an interface — enforces the same policy
+//! itself from BPF maps that mirror identity-cache's compiled tables, redirecting permitted
+//! pod-to-pod packets straight to the destination veth.
+//!
+//! - [`abi`]: the map ABI (`#[repr(C)]` twins of `bpf/abi.h`, checked at compile time);
+//! - [`policy_map`] and [`ipcache_map`]: identity-cache snapshots → map contents (pure);
+//! - [`loader`]: load, pin, attach (native, else generic), re-adopt, sockets, sync, counters
+//!   and events.
+
+pub mod abi;
+pub mod ipcache_map;
+pub mod loader;
+pub mod policy_map;
+
+/// The steering program, compiled by `build.rs`.
+pub const STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.o"));
+/// The bare devmap redirect program (the benchmark baseline), compiled by `build.rs`.
+pub const BARE_REDIRECT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bare_redirect.o"));

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* sluice_steer: the XDP program on every host-side pod veth (and optionally uplinks). Its
+ * verdicts are those of identity-cache Snapshot::decide / PolicyTables::decide_direction.
+ *
+ *  1. Ethernet with at most one 802.1Q/802.1AD tag. Anything that is not IPv4/IPv6 (frames too
+ *     short for the Ethernet header or tag, ARP, a second tag, other ethertypes) and IPv6
+ *     ND / router / redirect / MLD (ICMPv6 130-137, 143) -> XDP_PASS untouched, CNT_NON_IP.
+ *  2. Malformed IP (parse.h lists the checks: IPv4 version, IHL >= 5, header and options in
+ *     the frame, total length >= header and within the frame; IPv6 header, payload length
+ *     within the frame, at most 8 bounds-checked extension headers (hop-by-hop, routing,
+ *     destination options, fragment, AH); an L4 header shorter than TCP 20 / UDP 8 / SCTP 12 /
+ *     ICMP(v6) 8 bytes on anything but a later fragment) -> XDP_DROP DROP_MALFORMED when the
+ *     receiving interface is a managed endpoint (in `endpoints`); elsewhere XDP_PASS,
+ *     CNT_NOT_MANAGED (the stack decides). Ports: TCP/UDP/SCTP source and destination port;
+ *     ICMP/ICMPv6 type as destination port, source port 0 (and the echo identifier, for 8b/8d);
+ *     other protocols and later fragments 0/0.
+ *  3. Fragments (fragments.h), in-kernel path only: a first fragment (offset 0, MF) is decided
+ *     by its ports like any packet (8a-8c: a reply of a tracked connection included) and its
+ *     final verdict and redirect target stored in `fragments`; a later
+ *     fragment (offset > 0) follows the stored verdict (allowed: CNT_FRAGMENT_FOLLOWED, or
+ *     CNT_REDIRECT_FAILED; denied: CNT_DROP_BASE + the stored reason), or without one
+ *     XDP_DROP DROP_FRAGMENT_WITHOUT_STATE. With a socket, fragments go to the socket (7).
+ *  4. Source: when the receiving ifindex is in `endpoints`, the source is that endpoint: its IP
+ *     must hit an ipcache entry whose endpoint_ifindex is the receiving ifindex, else XDP_DROP
+ *     DROP_SPOOFED_SOURCE; the source identity is the endpoint's. Otherwise the ipcache LPM
+ *     identity, else the policy-CIDR trie's, else world (9 v4, 10 v6).
+ *  5. Destination: ipcache LPM -> identity and endpoint_ifindex (a local endpoint when != 0 and
+ *     present in `endpoints`); else the policy-CIDR trie's identity; else world.
+ *  6. Neither source nor destination a local endpoint -> XDP_PASS, CNT_NOT_MANAGED.
+ *  7. Unless the receiving endpoint has ENDPOINT_F_KERNEL_MODE: an AF_XDP socket in `xsks` for
+ *     ctx->rx_queue_index -> bpf_redirect_map(&xsks, queue, XDP_PASS), CNT_TO_SOCKET, fragments
+ *     included. If the redirect does not happen (the socket closed between lookup and
+ *     redirect), the packet continues on the in-kernel path: never unchecked.
+ *  8. No socket: CFG_FAIL_OPEN -> XDP_PASS, CNT_FAIL_OPEN, no policy, nothing tracked. Else in
+ *     kernel:
+ *     a. source or destination identity with local_policy.collided -> DROP_IDENTITY_COLLISION;
+ *     b. connection tracking (conntrack.h): a reply of a connection recorded in `conntrack` (by
+ *        8d) and not expired (TCP 1 h, UDP/SCTP/ICMP 60 s since it was last seen) is allowed
+ *        without policy (8c skipped) and refreshes the entry. Reply: TCP/UDP/SCTP whose
+ *        (dst, src, dport, sport) is recorded; ICMP echo reply (0) / ICMPv6 echo reply (129)
+ *        whose (dst, src, echo identifier, 0) is. Nothing else is ever a reply (other ICMP
+ *        types, e.g. errors, and other protocols go to 8c). It continues at 8e as an allowed
+ *        packet would, counted CNT_CT_REPLY instead of CNT_KERNEL_REDIRECT / CNT_KERNEL_PASS;
+ *     c. egress of the source (only if a local endpoint), then ingress of the destination (only
+ *        if a local endpoint), as policy.h describes, on the destination port (ICMP: type); a
+ *        denied egress stops evaluation;
+ *     d. allowed by 8c: the connection is recorded in `conntrack` under the packet's own tuple
+ *        (TCP/UDP/SCTP: ports; ICMP/ICMPv6 echo request: (src, dst, echo identifier, 0); other
+ *        ICMP types and protocols: not tracked), or its entry refreshed. Forward packets of a
+ *        tracked connection are still decided by 8c: a policy change stops the forward
+ *        direction at the next packet, while replies pass until the entry expires;
+ *     e. denied -> XDP_DROP, CNT_DROP_BASE + reason. Allowed to a local endpoint ->
+ *        bpf_redirect_map(&redirect_devmap, ifindex, 0) with dst MAC = pod_mac, src MAC =
+ *        host_mac (an 802.1Q/AD tag is removed), CNT_KERNEL_REDIRECT (a reply: CNT_CT_REPLY);
+ *        if the redirect fails, XDP_PASS with the frame unmodified, CNT_REDIRECT_FAILED.
+ *        Allowed otherwise -> XDP_PASS, CNT_KERNEL_PASS (a reply: CNT_CT_REPLY).
+ *  9. Events (events.h): every drop, and in-kernel allows (redirect, pass, followed fragment,
+ *     tracked reply) with CFG_EVENTS_ALLOWED, write a verdict_event, rate-limited per CPU;
+ *     refused events count CNT_EVENTS_LOST. The event's direction is the deciding one: for a
+ *     policy deny the direction that denied, for a policy allow ingress when it was evaluated,
+ *     else egress; for other drops (malformed, spoofed, fragment, collision) and tracked
+ *     replies egress when the packet came from a local endpoint, else ingress. rule = the
+ *     deciding policy cookie, 0 for non-policy drops, followed fragments and tracked replies.
+ * 10. Counters (counters.h): exactly one slot per packet (packets, bytes = frame length on
+ *     entry), so the slots other than CNT_EVENTS_LOST sum to the packets seen.
+ *
+ * Order of evaluation: 1, 2, 5, 4, 6, 7, 8 (fail open), 3 (later fragments), 8a, 8b, 8c,
+ * 3 (a first fragment's verdict stored), 8d, 8e. Spoofing (4) and collisions (8a) are checked
+ * before the conntrack shortcut (8b); the AF_XDP socket path (7) is tracked in userspace. */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "abi.h"
+#include "parse.h"
+#include "maps.h"
+#include "counters.h"
+#include "ipcache.h"
+#include "policy.h"
+#include "events.h"
+#include "fragments.h"
+#include "conntrack.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Redirects to a local endpoint's host-side veth, rewriting the Ethernet header for the pod.
+ * Returns the XDP action; *slot is ok_slot on success, CNT_REDIRECT_FAILED otherwise (and then
+ * the frame is passed unmodified). */
+static __always_inline int sl_redirect_local(struct xdp_md *ctx, const struct endpoint_value *ep,
+					     __u32 ifindex, __u32 ok_slot, __u32 *slot)
+{
+	*slot = CNT_REDIRECT_FAILED;
+	if (!ep)
+		return XDP_PASS;
+	/* Only records the target; the frame can still be edited before returning. */
+	if (bpf_redirect_map(&redirect_devmap, ifindex, 0) != XDP_REDIRECT)
+		return XDP_PASS;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *eth = data;
+
+	if ((void *)(eth + SL_ETH_HLEN) > data_end)
+		return XDP_PASS; /* cannot happen: the frame held an IP header */
+	/* The tag is read again here rather than carried from parsing: a flag constant on each
+	 * parse path would double the verifier's work for the whole program. */
+	__u16 proto = sl_load_be16(eth + 12);
+	if (proto == SL_ETH_P_8021Q || proto == SL_ETH_P_8021AD) {
+		/* Dropping the first 4 bytes leaves the inner ethertype at offset 12; both MACs are
+		 * rewritten below. */
+		if (bpf_xdp_adjust_head(ctx, SL_VLAN_HLEN))
+			return XDP_PASS;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		eth = data;
+		if ((void *)(eth + SL_ETH_HLEN) > data_end)
+			return XDP_PASS; /* cannot happen */
+	}
+	__builtin_memcpy(eth, ep->pod_mac, 6);
+	__builtin_memcpy(eth + 6, ep->host_mac, 6);
+	*slot = ok_slot;
+	return XDP_REDIRECT;
+}
+
+SEC("xdp")
+int sluice_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 bytes = (__u64)(data_end - data);
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 zero = 0;
+	struct sluice_config cfg = {};
+	struct sl_pkt p = {};
+	struct sl_event_info ev = { .ifindex = ifindex };
+	__u32 slot;
+	int ret;
+
+	struct sluice_config *cfgp = bpf_map_lookup_elem(&config, &zero);
+	if (cfgp)
+		cfg = *cfgp;
+
+	/* Rules 1, 2: parse. */
+	int parsed = sl_parse(ctx, data, data_end, (__u32)bytes, &p);
+	if (parsed == SL_PARSE_NON_IP) {
+		slot = CNT_NON_IP;
+		goto pass;
+	}
+	struct endpoint_value *rx_ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	if (parsed != SL_PARSE_OK) {
+		if (!rx_ep) {
+			slot = CNT_NOT_MANAGED;
+			goto pass;
+		}
+		ev.src_identity = rx_ep->identity;
+		ev.direction = DIR_EGRESS;
+		ev.reason = DROP_MALFORMED;
+		goto drop;
+	}
+
+	/* Rule 5: destination. */
+	__u64 dst_id;
+	__u32 dst_ifindex = 0;
+	struct endpoint_value *dst_ep = NULL;
+	struct ipcache_value *dst_hit = sl_ipcache_lookup(p.family, p.dst);
+	if (dst_hit) {
+		dst_id = dst_hit->identity;
+		dst_ifindex = dst_hit->endpoint_ifindex;
+		if (dst_ifindex)
+			dst_ep = bpf_map_lookup_elem(&endpoints, &dst_ifindex);
+	} else {
+		dst_id = sl_world_identity_of(p.family, p.dst);
+	}
+	ev.dst_identity = dst_id;
+
+	/* Rule 4: source, anti-spoofing. */
+	__u64 src_id;
+	struct ipcache_value *src_hit = sl_ipcache_lookup(p.family, p.src);
+	if (rx_ep) {
+		src_id = rx_ep->identity;
+		ev.src_identity = src_id;
+		ev.direction = DIR_EGRESS;
+		if (!src_hit || src_hit->endpoint_ifindex != ifindex) {
+			ev.reason = DROP_SPOOFED_SOURCE;
+			goto drop;
+		}
+	} else {
+		src_id = src_hit ? src_hit->identity : sl_world_identity_of(p.family, p.src);
+		ev.src_identity = src_id;
+		ev.direction = DIR_INGRESS;
+	}
+
+	/* Rule 6: not pod traffic. */
+	if (!rx_ep && !dst_ep) {
+		slot = CNT_NOT_MANAGED;
+		goto pass;
+	}
+
+	/* Rule 7: steer into the queue's AF_XDP socket. */
+	if (!(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE))) {
+		__u32 queue = ctx->rx_queue_index;
+
+		if (bpf_map_lookup_elem(&xsks, &queue) &&
+		    bpf_redirect_map(&xsks, queue, XDP_PASS) == XDP_REDIRECT) {
+			sl_count(CNT_TO_SOCKET, bytes);
+			return XDP_REDIRECT;
+		}
+		/* No socket, or it closed between lookup and redirect: decide here. */
+	}
+
+	/* Rule 8: fail open. */
+	if (cfg.flags & CFG_FAIL_OPEN) {
+		slot = CNT_FAIL_OPEN;
+		goto pass;
+	}
+
+	__u32 target = 0; /* local endpoint to redirect to, 0: pass to the stack */
+	__u32 ok_slot;
+	struct endpoint_value *target_ep = NULL;
+
+	if (p.frag == SL_FRAG_LATER) {
+		/* Rule 3: later fragments follow their first fragment. */
+		struct frag_value *fv = sl_frag_lookup(&p);
+
+		if (!fv) {
+			ev.reason = DROP_FRAGMENT_WITHOUT_STATE;
+			goto drop;
+		}
+		if (fv->action != ACTION_ALLOW) {
+			ev.reason = fv->reason ? fv->reason : DROP_POLICY_DENIED;
+			goto drop;
+		}
+		target = fv->redirect_ifindex;
+		if (target)
+			target_ep = bpf_map_lookup_elem(&endpoints, &target);
+		ok_slot = CNT_FRAGMENT_FOLLOWED;
+	} else {
+		/* Rules 8a-8c: the verdict. */
+		__u8 action = ACTION_ALLOW;
+		__u8 reason = 0;
+		int reply = 0;
+
+		if (sl_identity_collided(src_id) || sl_identity_collided(dst_id)) {
+			action = ACTION_DENY;
+			reason = DROP_IDENTITY_COLLISION;
+		} else if (sl_ct_is_reply(&p)) {
+			/* Rule 8b: a reply of a tracked connection skips policy. */
+			reply = 1;
+		} else {
+			struct sl_dir_verdict dv;
+
+			if (rx_ep) {
+				__u64 r2 = sl_cidr_candidate(cfg.flags, dst_id, p.family, p.dst);
+
+				sl_decide_direction(src_id, DIR_EGRESS, dst_id, r2, p.protocol,
+						    p.dport, cfg.flags, &dv);
+				ev.direction = DIR_EGRESS;
+				ev.rule = dv.rule;
+				action = dv.action;
+				reason = dv.reason;
+			}
+			if (action == ACTION_ALLOW && dst_ep) {
+				__u64 r2 = sl_cidr_candidate(cfg.flags, src_id, p.family, p.src);
+
+				sl_decide_direction(dst_id, DIR_INGRESS, src_id, r2, p.protocol,
+						    p.dport, cfg.flags, &dv);
+				ev.direction = DIR_INGRESS;
+				ev.rule = dv.rule;
+				action = dv.action;
+				reason = dv.reason;
+			}
+		}
+		if (action == ACTION_ALLOW && dst_ep) {
+			target = dst_ifindex;
+			target_ep = dst_ep;
+		}
+		/* Rule 3: remember the first fragment's verdict. */
+		if (p.frag == SL_FRAG_FIRST)
+			sl_frag_store(&p, action, reason, target);
+		if (action != ACTION_ALLOW) {
+			ev.reason = reason;
+			goto drop;
+		}
+		if (reply) {
+			ok_slot = CNT_CT_REPLY;
+		} else {
+			/* Rule 8d: track the connection policy allowed. */
+			sl_ct_track(&p);
+			ok_slot = target ? CNT_KERNEL_REDIRECT : CNT_KERNEL_PASS;
+		}
+	}
+
+	/* Rule 8e: allowed. */
+	if (target) {
+		ret = sl_redirect_local(ctx, target_ep, target, ok_slot, &slot);
+	} else {
+		ret = XDP_PASS;
+		slot = ok_slot;
+	}
+	ev.action = ACTION_ALLOW;
+	sl_emit_event(&cfg, &p, &ev);
+	sl_count(slot, bytes);
+	return ret;
+
+drop:
+	/* Every drop: ev.reason set; ev.rule set by policy, else 0. */
+	ev.action = ACTION_DENY;
+	sl_emit_event(&cfg, &p, &ev);
+	sl_count(sl_drop_slot(ev.reason), bytes);
+	return XDP_DROP;
+
+pass:
+	sl_count(slot, bytes);
+	return XDP_PASS;
+}
