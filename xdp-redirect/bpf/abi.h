@@ -112,6 +112,14 @@ struct policy_value {
 	__u32 rule;      /* policy cookie: identity-cache RuleId + 1 */
 };
 
+/* AF_XDP socket slot of a receiving (interface, queue): xsk_slots -> xsks. */
+struct xsk_slot_key {
+	__u32 ifindex;
+	__u32 queue;
+};
+
+#define XSK_SLOTS 4096
+
 /* Global configuration: one entry. */
 struct sluice_config {
 	__u32 flags;               /* CFG_* */
@@ -198,6 +206,7 @@ _Static_assert(sizeof(struct policy_key) == 24, "policy key");
 _Static_assert(__builtin_offsetof(struct policy_key, direction) == 20, "policy key direction");
 _Static_assert(sizeof(struct policy_value) == 8, "policy value");
 _Static_assert(sizeof(struct sluice_config) == 8, "config");
+_Static_assert(sizeof(struct xsk_slot_key) == 8, "xsk slot key");
 _Static_assert(sizeof(struct verdict_event) == 80, "verdict event");
 _Static_assert(__builtin_offsetof(struct verdict_event, rule) == 64, "verdict event rule");
 _Static_assert(sizeof(struct event_budget) == 16, "event budget");

@@ -76,14 +76,24 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } policy SEC(".maps");
 
-/* AF_XDP sockets by RX queue. */
+/* AF_XDP sockets, by slot. A socket is bound to one (interface, queue), and the kernel drops
+ * a frame redirected to a socket bound elsewhere, so slots are per (interface, queue): */
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__type(key, __u32);
 	__type(value, __u32);
-	__uint(max_entries, 64);
+	__uint(max_entries, XSK_SLOTS);
 } xsks SEC(".maps");
+
+/* ... and this map gives the slot of (receiving ifindex, RX queue). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct xsk_slot_key);
+	__type(value, __u32);
+	__uint(max_entries, XSK_SLOTS);
+} xsk_slots SEC(".maps");
 
 /* Redirect targets of the in-kernel path: host-side ifindex -> the same ifindex.
  * All maps are pinned by name so a restarted loader re-opens them with their contents. */

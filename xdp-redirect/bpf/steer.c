@@ -27,8 +27,11 @@
  *  5. Destination: ipcache LPM -> identity and endpoint_ifindex (a local endpoint when != 0 and
  *     present in `endpoints`); else the policy-CIDR trie's identity; else world.
  *  6. Neither source nor destination a local endpoint -> XDP_PASS, CNT_NOT_MANAGED.
- *  7. Unless the receiving endpoint has ENDPOINT_F_KERNEL_MODE: an AF_XDP socket in `xsks` for
- *     ctx->rx_queue_index -> bpf_redirect_map(&xsks, queue, XDP_PASS), CNT_TO_SOCKET, fragments
+ *  7. Unless the receiving endpoint has ENDPOINT_F_KERNEL_MODE: an AF_XDP socket in
+ *     `xsks[xsk_slots[(ingress ifindex, rx queue)]]` (slots are per interface and queue: the
+ *     kernel drops a frame redirected to a socket bound to another device) ->
+ *     bpf_redirect_map(&xsks, slot, XDP_PASS), CNT_TO_SOCKET (a redirect attempt: frames the
+ *     socket then drops for want of buffers show in its XDP_STATISTICS), fragments
  *     included. If the redirect does not happen (the socket closed between lookup and
  *     redirect), the packet continues on the in-kernel path: never unchecked.
  *  8. No socket: CFG_FAIL_OPEN -> XDP_PASS, CNT_FAIL_OPEN, no policy, nothing tracked. Else in
@@ -198,10 +201,13 @@ int sluice_steer(struct xdp_md *ctx)
 
 	/* Rule 7: steer into the queue's AF_XDP socket. */
 	if (!(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE))) {
-		__u32 queue = ctx->rx_queue_index;
+		struct xsk_slot_key xkey = { .ifindex = ctx->ingress_ifindex,
+					     .queue = ctx->rx_queue_index };
+		__u32 *xslot = bpf_map_lookup_elem(&xsk_slots, &xkey);
+		__u32 sock_slot = xslot ? *xslot : 0;
 
-		if (bpf_map_lookup_elem(&xsks, &queue) &&
-		    bpf_redirect_map(&xsks, queue, XDP_PASS) == XDP_REDIRECT) {
+		if (xslot && bpf_map_lookup_elem(&xsks, &sock_slot) &&
+		    bpf_redirect_map(&xsks, sock_slot, XDP_PASS) == XDP_REDIRECT) {
 			sl_count(CNT_TO_SOCKET, bytes);
 			return XDP_REDIRECT;
 		}

@@ -155,6 +155,19 @@ pub struct PolicyValue {
     pub rule: u32,
 }
 
+/// Number of AF_XDP socket slots.
+pub const XSK_SLOTS: u32 = 4096;
+
+/// Key of the socket-slot map: the receiving interface and RX queue a socket is bound to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct XskSlotKey {
+    /// Interface index.
+    pub ifindex: u32,
+    /// RX queue.
+    pub queue: u32,
+}
+
 /// Global configuration (one entry).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -250,6 +263,8 @@ unsafe impl aya::Pod for PolicyKeyData {}
 unsafe impl aya::Pod for PolicyValue {}
 // SAFETY: see above.
 unsafe impl aya::Pod for Config {}
+// SAFETY: see above.
+unsafe impl aya::Pod for XskSlotKey {}
 // SAFETY: `#[repr(C)]`, only integers and byte arrays, and no implicit padding: 16 + 16 + 2
 // + 2 + 1 + 1 + 2 = 40 bytes, the size asserted below (the trailing pad is an explicit field).
 unsafe impl aya::Pod for CtKey {}
@@ -270,6 +285,7 @@ const _: () = {
     assert!(offset_of!(PolicyKeyData, direction) == 16);
     assert!(size_of::<PolicyValue>() == 8);
     assert!(size_of::<Config>() == 8);
+    assert!(size_of::<XskSlotKey>() == 8);
     assert!(size_of::<VerdictEvent>() == 80);
     assert!(offset_of!(VerdictEvent, rule) == 64);
     assert!(size_of::<CtKey>() == 40);

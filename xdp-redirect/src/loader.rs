@@ -23,7 +23,7 @@ use identity_cache::state::Snapshot;
 use crate::abi::{
     CFG_ALLOW_FROM_HOST, CFG_CIDR_SELECTS_PODS, CFG_EVENTS_ALLOWED, CFG_FAIL_OPEN, CNT_DROP_BASE,
     CNT_MAX, Config, CounterValue, EndpointValue, IpcacheValue, LocalPolicyValue, PolicyKeyData,
-    PolicyValue, VerdictEvent,
+    PolicyValue, VerdictEvent, XSK_SLOTS, XskSlotKey,
 };
 use crate::ipcache_map::{
     InterfaceFacts, PrefixKey, cidr_entries, endpoint_entries, ipcache_entries,
@@ -34,7 +34,7 @@ use crate::policy_map::{PolicyKey, PolicyKeyOrd, kernel_policy};
 const PROGRAM: &str = "sluice_steer";
 
 /// The maps the loader writes, with their names in the object.
-const MAP_NAMES: [&str; 10] = [
+const MAP_NAMES: [&str; 11] = [
     "ipcache_v4",
     "ipcache_v6",
     "cidr_v4",
@@ -44,6 +44,7 @@ const MAP_NAMES: [&str; 10] = [
     "policy",
     "redirect_devmap",
     "xsks",
+    "xsk_slots",
     "config",
 ];
 
@@ -223,6 +224,8 @@ pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     links: BTreeMap<u32, (AttachMode, PinnedLink)>,
+    /// Socket slots by (interface, queue).
+    sockets: BTreeMap<XskSlotKey, u32>,
     mirror: Mirror,
     settings: DatapathSettings,
 }
@@ -300,6 +303,7 @@ impl Dataplane {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             links: BTreeMap::new(),
+            sockets: BTreeMap::new(),
             mirror: Mirror::default(),
             settings,
         };
@@ -464,25 +468,59 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Binds an AF_XDP socket to a queue: managed traffic on that queue goes to it.
+    /// Steers managed traffic received on (`ifindex`, `queue`) into `socket`, which must be
+    /// bound to that interface and queue (the kernel drops frames redirected to a socket bound
+    /// elsewhere).
     pub fn register_socket(
         &mut self,
+        ifindex: u32,
         queue: u32,
         socket: &impl AsRawFd,
     ) -> Result<(), LoaderError> {
+        let key = XskSlotKey { ifindex, queue };
+        let slot = match self.sockets.get(&key) {
+            Some(slot) => *slot,
+            None => {
+                let used: std::collections::BTreeSet<u32> =
+                    self.sockets.values().copied().collect();
+                (0..XSK_SLOTS)
+                    .find(|s| !used.contains(s))
+                    .ok_or(LoaderError::MapFull {
+                        map: "xsks",
+                        needed: self.sockets.len() + 1,
+                        max: XSK_SLOTS,
+                    })?
+            }
+        };
+        // The socket first, then the slot that points at it: no lookup sees a half entry.
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(self.map_mut("xsks")?).map_err(map_err("xsks"))?;
-        xsks.set(queue, socket.as_raw_fd(), 0)
-            .map_err(map_err("xsks"))
+        xsks.set(slot, socket.as_raw_fd(), 0)
+            .map_err(map_err("xsks"))?;
+        let mut slots: HashMap<&mut MapData, XskSlotKey, u32> =
+            HashMap::try_from(self.map_mut("xsk_slots")?).map_err(map_err("xsk_slots"))?;
+        slots.insert(key, slot, 0).map_err(map_err("xsk_slots"))?;
+        self.sockets.insert(key, slot);
+        Ok(())
     }
 
-    /// Unbinds a queue's socket: its traffic falls back to in-kernel enforcement.
-    pub fn unregister_socket(&mut self, queue: u32) -> Result<(), LoaderError> {
+    /// Stops steering (`ifindex`, `queue`) into a socket: its traffic falls back to in-kernel
+    /// enforcement. (Closing the socket has the same effect: the kernel removes it.)
+    pub fn unregister_socket(&mut self, ifindex: u32, queue: u32) -> Result<(), LoaderError> {
+        let key = XskSlotKey { ifindex, queue };
+        let Some(slot) = self.sockets.remove(&key) else {
+            return Ok(());
+        };
+        let mut slots: HashMap<&mut MapData, XskSlotKey, u32> =
+            HashMap::try_from(self.map_mut("xsk_slots")?).map_err(map_err("xsk_slots"))?;
+        match slots.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("xsk_slots")(e)),
+        }
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(self.map_mut("xsks")?).map_err(map_err("xsks"))?;
-        match xsks.unset(queue) {
-            Ok(()) => Ok(()),
-            Err(MapError::KeyNotFound) => Ok(()),
+        match xsks.unset(slot) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("xsks")(e)),
         }
     }
@@ -570,6 +608,16 @@ impl Dataplane {
                 mirror.devmap.insert(k, v.if_index);
             }
         }
+        let mut sockets = BTreeMap::new();
+        {
+            let map: HashMap<&mut MapData, XskSlotKey, u32> =
+                HashMap::try_from(self.map_mut("xsk_slots")?).map_err(map_err("xsk_slots"))?;
+            for item in map.iter() {
+                let (k, v) = item.map_err(map_err("xsk_slots"))?;
+                sockets.insert(k, v);
+            }
+        }
+        self.sockets = sockets;
         self.mirror = mirror;
         Ok(())
     }

@@ -652,7 +652,8 @@ if not ok:
     FAILS.append("ct revive")
 
 
-# AF_XDP steering: a copy-mode socket bound to A's veth queue 0, placed in `xsks`.
+# AF_XDP steering: a copy-mode socket bound to A's veth queue 0, placed in `xsks` slot 0 and
+# `xsk_slots[(A's ifindex, queue 0)] = 0`.
 def bpf_map_get_fd_by_id(map_id):
     attr = ctypes.create_string_buffer(struct.pack("<I", map_id) + b"\0" * 124, 128)
     fd = libc.syscall(321, 14, attr, 128)  # BPF_MAP_GET_FD_BY_ID
@@ -699,6 +700,8 @@ def xsk_socket(ifindex, queue=0):
 xsks_fd = bpf_map_get_fd_by_id(int(map_id("xsks")))
 sock, _umem = xsk_socket(HA)
 bpf_map_update(xsks_fd, struct.pack("<I", 0), struct.pack("<I", sock.fileno()))
+slots_fd = bpf_map_get_fd_by_id(int(map_id("xsk_slots")))
+bpf_map_update(slots_fd, struct.pack("<II", HA, 0), struct.pack("<I", 0))
 check("socket on the queue: steered to AF_XDP (no policy in kernel)", v4(A4, B4, "tcp", 1, 81), HA, XDP_REDIRECT,
       "TO_SOCKET", want_event=False)
 check("socket on the queue: later fragment steered too", v4(A4, B4, "tcp", body=b"y" * 16, ident=999, flags_off=3), HA,
@@ -706,7 +709,8 @@ check("socket on the queue: later fragment steered too", v4(A4, B4, "tcp", body=
 check("socket on the queue: spoofing dropped first", v4(B4, B4, "tcp", 1, 81), HA, XDP_DROP, "SPOOFED_SOURCE")
 check("socket on the queue: malformed dropped first", v4(A4, B4, ihl=3), HA, XDP_DROP, "MALFORMED")
 check("socket on the queue: not pod traffic passed", v4(C4, "8.8.8.8", "udp", 1, 53), HU, XDP_PASS, "NOT_MANAGED")
-check("socket on the queue: traffic to B from uplink steered", v4(C4, B4, "tcp", 1, 80), HU, XDP_REDIRECT, "TO_SOCKET")
+check("socket on the queue: another interface's traffic is not steered into it",
+      v4(HOST4, B4, "tcp", 1, 7000), HU, XDP_REDIRECT, "KERNEL_REDIRECT")
 endpoint(HA, ID_A, MAC["a_pod"], MAC["a_host"], flags=1)  # ENDPOINT_F_KERNEL_MODE
 check("kernel mode endpoint: in-kernel policy despite the socket", v4(A4, B4, "tcp", 1, 81), HA, XDP_DROP, "POLICY_DENIED")
 check("kernel mode endpoint: allowed redirect", v4(A4, B4, "tcp", 1, 80), HA, XDP_REDIRECT, "KERNEL_REDIRECT",
