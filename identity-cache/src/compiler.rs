@@ -81,6 +81,11 @@ pub struct PolicyCompiler {
     by_namespace: HashMap<String, HashSet<Identity>>,
     /// Subject matchers each identity belongs to.
     subject_of: HashMap<Identity, BTreeSet<MatcherId>>,
+    /// Matchers that pin namespaces (see [`pinned_namespaces`]), by namespace: only identities
+    /// of those namespaces can be their members.
+    pinned_matchers: HashMap<String, HashSet<MatcherId>>,
+    /// Matchers that pin no namespace: any identity may be a member.
+    unpinned_matchers: HashSet<MatcherId>,
     tables: PolicyTables,
 }
 
@@ -100,6 +105,8 @@ impl PolicyCompiler {
             identities: HashMap::new(),
             by_namespace: HashMap::new(),
             subject_of: HashMap::new(),
+            pinned_matchers: HashMap::new(),
+            unpinned_matchers: HashSet::new(),
             tables: PolicyTables {
                 config,
                 ..PolicyTables::default()
@@ -160,25 +167,27 @@ impl PolicyCompiler {
             }
             self.remove_identity(id);
         }
-        if let Some(ns) = info.labels.get(None, NAMESPACE_LABEL) {
-            self.by_namespace
-                .entry(ns.to_owned())
-                .or_default()
-                .insert(id);
+        let namespace = info.labels.get(None, NAMESPACE_LABEL).map(str::to_owned);
+        if let Some(ns) = &namespace {
+            self.by_namespace.entry(ns.clone()).or_default().insert(id);
         }
         self.identities
             .insert(id, IdentityFacts { info, named_ports });
         let mut newly_peer = Vec::new();
         let mut subjects = BTreeSet::new();
-        for (mid, entry) in self.matchers.iter_mut() {
-            let facts = &self.identities[&id];
+        // Only the matchers that can select this namespace (as `evaluate` narrows the other way).
+        let facts = &self.identities[&id];
+        for mid in self.candidate_matchers(namespace.as_deref()) {
+            let Some(entry) = self.matchers.get_mut(&mid) else {
+                continue;
+            };
             if matches(&entry.matcher, id, &facts.info, self.config) {
                 entry.members.insert(id);
                 match entry.matcher {
                     Matcher::Subject(_) => {
-                        subjects.insert(*mid);
+                        subjects.insert(mid);
                     }
-                    Matcher::Peer(_) => newly_peer.push(*mid),
+                    Matcher::Peer(_) => newly_peer.push(mid),
                 }
             }
         }
@@ -201,18 +210,80 @@ impl PolicyCompiler {
                 self.refresh_pair(local, id);
             }
         }
+        if !self.identities[&id].named_ports.is_empty() {
+            self.refresh_any_peer_named_ports();
+        }
+    }
+
+    /// Reinstalls the locals of egress rules that apply to every peer and name a port: those
+    /// resolve the name against every known identity's ports, so they follow identities
+    /// (with named ports) coming and going.
+    fn refresh_any_peer_named_ports(&mut self) {
+        let mut locals = BTreeSet::new();
+        for rule in self.rules.values() {
+            let named = matches!(&rule.rule.ports, Ports::Only(specs)
+                if specs.iter().any(|s| matches!(s, PortSpec::Named { .. })));
+            if rule.peers.is_none() && rule.rule.direction == Direction::Egress && named {
+                locals.extend(self.matchers[&rule.subject].members.iter().copied());
+            }
+        }
+        for local in locals {
+            self.install_local(local);
+        }
     }
 
     /// Removes an identity and every table entry that mentions it.
     pub fn remove_identity(&mut self, id: Identity) {
-        if !self.identities.contains_key(&id) {
+        let Some(facts) = self.identities.get(&id) else {
             return;
-        }
+        };
+        let had_named_ports = !facts.named_ports.is_empty();
+        let namespace = facts
+            .info
+            .labels
+            .get(None, NAMESPACE_LABEL)
+            .map(str::to_owned);
         self.uninstall_local(id);
-        // Every (·, id) table lives in the one shard of `id`.
-        self.tables.pairs.retain(|k, _| k.remote != id);
-        for entry in self.matchers.values_mut() {
-            entry.members.remove(&id);
+        // Only these matchers can have `id` as a member.
+        let candidates = self.candidate_matchers(namespace.as_deref());
+        // The (·, id) tables: (local, id) for every local selected by a rule that has `id` as a
+        // peer (the same membership invariant as `uninstall_local`). All live in the one shard
+        // of `id`, so this clones at most one shard.
+        let mut keys = HashSet::new();
+        for mid in &candidates {
+            let entry = &self.matchers[mid];
+            if !matches!(entry.matcher, Matcher::Peer(_)) || !entry.members.contains(&id) {
+                continue;
+            }
+            let cidr = self.cidr_only_matcher(*mid);
+            for rid in self.peer_rules.get(mid).into_iter().flatten() {
+                let rule = &self.rules[rid];
+                for local in &self.matchers[&rule.subject].members {
+                    for cidr_only in [false, true] {
+                        if cidr_only && !cidr {
+                            continue;
+                        }
+                        keys.insert(PairKey {
+                            local: *local,
+                            remote: id,
+                            direction: rule.rule.direction,
+                            cidr_only,
+                        });
+                    }
+                }
+            }
+        }
+        for key in keys {
+            self.tables.pairs.remove(&key);
+        }
+        debug_assert!(
+            self.tables.pairs.iter().all(|(k, _)| k.remote != id),
+            "a (·, {id:?}) table outlived its identity"
+        );
+        for mid in candidates {
+            if let Some(entry) = self.matchers.get_mut(&mid) {
+                entry.members.remove(&id);
+            }
         }
         self.subject_of.remove(&id);
         if let Some(facts) = self.identities.remove(&id)
@@ -224,6 +295,20 @@ impl PolicyCompiler {
                 self.by_namespace.remove(ns);
             }
         }
+        if had_named_ports {
+            self.refresh_any_peer_named_ports();
+        }
+    }
+
+    /// The matchers that may select an identity of namespace `namespace` (`None`: an identity
+    /// without a namespace label): the unpinned ones and those pinning that namespace.
+    fn candidate_matchers(&self, namespace: Option<&str>) -> Vec<MatcherId> {
+        let pinned = namespace.and_then(|ns| self.pinned_matchers.get(ns));
+        self.unpinned_matchers
+            .iter()
+            .chain(pinned.into_iter().flatten())
+            .copied()
+            .collect()
     }
 
     fn is_local_candidate(&self, id: Identity) -> bool {
@@ -236,6 +321,7 @@ impl PolicyCompiler {
     /// select.
     pub fn upsert_policy(&mut self, policy: Policy) {
         let key = policy.key.clone();
+        let old_ids = self.rule_ids_of(&key);
         let mut affected = self.remove_policy_rules(&key);
         let policy = Arc::new(policy);
         let key_arc = Arc::new(key.clone());
@@ -274,8 +360,8 @@ impl PolicyCompiler {
             );
             ids.push(rid);
         }
+        self.update_rule_infos(&old_ids, &ids);
         self.policies.insert(key, (policy, ids));
-        self.publish_rule_infos();
         for local in affected {
             self.install_local(local);
         }
@@ -286,8 +372,9 @@ impl PolicyCompiler {
         if !self.policies.contains_key(key) {
             return false;
         }
+        let old_ids = self.rule_ids_of(key);
         let affected = self.remove_policy_rules(key);
-        self.publish_rule_infos();
+        self.update_rule_infos(&old_ids, &[]);
         for local in affected {
             self.install_local(local);
         }
@@ -327,13 +414,27 @@ impl PolicyCompiler {
         affected
     }
 
-    fn publish_rule_infos(&mut self) {
-        let infos = self
-            .rules
-            .iter()
-            .map(|(id, r)| (*id, r.info.clone()))
-            .collect();
-        self.tables.rules = Arc::new(infos);
+    /// The rule ids of a loaded policy.
+    fn rule_ids_of(&self, key: &PolicyKey) -> Vec<RuleId> {
+        self.policies
+            .get(key)
+            .map(|(_, ids)| ids.clone())
+            .unwrap_or_default()
+    }
+
+    /// Brings the published rule attribution up to date with one policy's change: drops the
+    /// `removed` rules and adds the `added` ones (compiled already). The map is cloned only when
+    /// a published snapshot still shares it, not rebuilt from every rule on each change.
+    fn update_rule_infos(&mut self, removed: &[RuleId], added: &[RuleId]) {
+        let infos = Arc::make_mut(&mut self.tables.rules);
+        for id in removed {
+            infos.remove(id);
+        }
+        for id in added {
+            if let Some(rule) = self.rules.get(id) {
+                infos.insert(*id, rule.info.clone());
+            }
+        }
     }
 
     fn acquire_matcher(&mut self, matcher: Matcher) -> MatcherId {
@@ -349,6 +450,19 @@ impl PolicyCompiler {
         if matches!(matcher, Matcher::Subject(_)) {
             for m in &members {
                 self.subject_of.entry(*m).or_default().insert(id);
+            }
+        }
+        match pinned_namespaces(&matcher) {
+            Some(namespaces) => {
+                for ns in namespaces {
+                    self.pinned_matchers
+                        .entry(ns.clone())
+                        .or_default()
+                        .insert(id);
+                }
+            }
+            None => {
+                self.unpinned_matchers.insert(id);
             }
         }
         self.matcher_ids.insert(matcher.clone(), id);
@@ -373,6 +487,21 @@ impl PolicyCompiler {
         }
         if let Some(entry) = self.matchers.remove(&id) {
             self.matcher_ids.remove(&entry.matcher);
+            match pinned_namespaces(&entry.matcher) {
+                Some(namespaces) => {
+                    for ns in namespaces {
+                        if let Some(set) = self.pinned_matchers.get_mut(ns) {
+                            set.remove(&id);
+                            if set.is_empty() {
+                                self.pinned_matchers.remove(ns);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    self.unpinned_matchers.remove(&id);
+                }
+            }
             if matches!(entry.matcher, Matcher::Subject(_)) {
                 for m in entry.members {
                     if let Some(set) = self.subject_of.get_mut(&m) {
@@ -390,16 +519,7 @@ impl PolicyCompiler {
 
     /// The identities a matcher selects, narrowed by namespace where the selector pins one.
     fn evaluate(&self, matcher: &Matcher) -> HashSet<Identity> {
-        let selector = match matcher {
-            Matcher::Subject(s) | Matcher::Peer(Peer::Endpoints(s)) => Some(s),
-            _ => None,
-        };
-        let pinned = selector.and_then(|s| {
-            s.requirements()
-                .iter()
-                .find(|r| r.key == NAMESPACE_LABEL && r.operator == Operator::In)
-                .map(|r| r.values.clone())
-        });
+        let pinned = pinned_namespaces(matcher);
         let test = |id: &Identity| {
             let facts = &self.identities[id];
             matches(matcher, *id, &facts.info, self.config)
@@ -432,6 +552,16 @@ impl PolicyCompiler {
         out.into_iter().collect()
     }
 
+    /// Whether a peer matcher's members also get cidr-only tables: CIDR peers, when CIDR
+    /// rules select pods by their addresses (Kubernetes semantics).
+    fn cidr_only_matcher(&self, mid: MatcherId) -> bool {
+        self.config.cidr_selects_endpoints
+            && matches!(
+                self.matchers.get(&mid).map(|m| &m.matcher),
+                Some(Matcher::Peer(Peer::Cidr(_)))
+            )
+    }
+
     /// Writes the local policy of `local` and all its (local, ·) tables.
     fn install_local(&mut self, local: Identity) {
         self.uninstall_local(local);
@@ -444,7 +574,7 @@ impl PolicyCompiler {
             policy.ingress.enforced = true;
             policy.egress.enforced = true;
         }
-        let mut pairs: HashMap<(Identity, Direction), Vec<PortEntry>> = HashMap::new();
+        let mut pairs: HashMap<(Identity, Direction, bool), Vec<PortEntry>> = HashMap::new();
         for rid in &rules {
             let rule = &self.rules[rid];
             let dir = policy.direction_mut(rule.rule.direction);
@@ -458,18 +588,29 @@ impl PolicyCompiler {
                     dir.any_peer.extend(entries);
                 }
                 Some(peer_ids) => {
-                    let mut remotes: HashSet<Identity> = HashSet::new();
+                    // remote -> whether a CIDR peer matched it (for the cidr-only table).
+                    let mut remotes: HashMap<Identity, bool> = HashMap::new();
                     for mid in peer_ids {
-                        remotes.extend(self.matchers[mid].members.iter().copied());
-                    }
-                    for remote in remotes {
-                        let entries = self.port_entries(*rid, local, Some(remote));
-                        if !entries.is_empty() {
-                            pairs
-                                .entry((remote, rule.rule.direction))
-                                .or_default()
-                                .extend(entries);
+                        let cidr = self.cidr_only_matcher(*mid);
+                        for m in &self.matchers[mid].members {
+                            *remotes.entry(*m).or_default() |= cidr;
                         }
+                    }
+                    for (remote, cidr) in remotes {
+                        let entries = self.port_entries(*rid, local, Some(remote));
+                        if entries.is_empty() {
+                            continue;
+                        }
+                        if cidr {
+                            pairs
+                                .entry((remote, rule.rule.direction, true))
+                                .or_default()
+                                .extend(entries.iter().copied());
+                        }
+                        pairs
+                            .entry((remote, rule.rule.direction, false))
+                            .or_default()
+                            .extend(entries);
                     }
                 }
             }
@@ -477,12 +618,13 @@ impl PolicyCompiler {
         for dir in [&mut policy.ingress, &mut policy.egress] {
             dir.any_peer = port_table(std::mem::take(&mut dir.any_peer)).to_vec();
         }
-        for ((remote, direction), entries) in pairs {
+        for ((remote, direction, cidr_only), entries) in pairs {
             self.tables.pairs.insert(
                 PairKey {
                     local,
                     remote,
                     direction,
+                    cidr_only,
                 },
                 port_table(entries),
             );
@@ -500,12 +642,19 @@ impl PolicyCompiler {
         for rid in rules {
             let rule = &self.rules[&rid];
             for mid in rule.peers.iter().flatten() {
+                let cidr = self.cidr_only_matcher(*mid);
                 for remote in &self.matchers[mid].members {
-                    keys.insert(PairKey {
-                        local,
-                        remote: *remote,
-                        direction: rule.rule.direction,
-                    });
+                    for cidr_only in [false, true] {
+                        if cidr_only && !cidr {
+                            continue;
+                        }
+                        keys.insert(PairKey {
+                            local,
+                            remote: *remote,
+                            direction: rule.rule.direction,
+                            cidr_only,
+                        });
+                    }
                 }
             }
         }
@@ -521,34 +670,44 @@ impl PolicyCompiler {
         if !self.tables.locals.contains_key(&local) {
             return;
         }
-        let mut by_dir: [Vec<PortEntry>; 2] = [Vec::new(), Vec::new()];
+        // [ingress, egress] x [any peer kind, cidr-only]
+        let mut by_dir: [[Vec<PortEntry>; 2]; 2] = Default::default();
         for rid in self.rules_of(local) {
             let rule = &self.rules[&rid];
             let Some(peer_ids) = &rule.peers else {
                 continue;
             };
-            if peer_ids
+            let matching: Vec<&MatcherId> = peer_ids
                 .iter()
-                .any(|mid| self.matchers[mid].members.contains(&remote))
-            {
-                let slot = match rule.rule.direction {
-                    Direction::Ingress => 0,
-                    Direction::Egress => 1,
-                };
-                by_dir[slot].extend(self.port_entries(rid, local, Some(remote)));
+                .filter(|mid| self.matchers[*mid].members.contains(&remote))
+                .collect();
+            if matching.is_empty() {
+                continue;
             }
+            let slot = match rule.rule.direction {
+                Direction::Ingress => 0,
+                Direction::Egress => 1,
+            };
+            let entries = self.port_entries(rid, local, Some(remote));
+            if matching.iter().any(|mid| self.cidr_only_matcher(**mid)) {
+                by_dir[slot][1].extend(entries.iter().copied());
+            }
+            by_dir[slot][0].extend(entries);
         }
         for (slot, direction) in [(0, Direction::Ingress), (1, Direction::Egress)] {
-            let key = PairKey {
-                local,
-                remote,
-                direction,
-            };
-            let entries = std::mem::take(&mut by_dir[slot]);
-            if entries.is_empty() {
-                self.tables.pairs.remove(&key);
-            } else {
-                self.tables.pairs.insert(key, port_table(entries));
+            for (kind, cidr_only) in [(0, false), (1, true)] {
+                let key = PairKey {
+                    local,
+                    remote,
+                    direction,
+                    cidr_only,
+                };
+                let entries = std::mem::take(&mut by_dir[slot][kind]);
+                if entries.is_empty() {
+                    self.tables.pairs.remove(&key);
+                } else {
+                    self.tables.pairs.insert(key, port_table(entries));
+                }
             }
         }
     }
@@ -621,6 +780,20 @@ impl PolicyCompiler {
         }
         out
     }
+}
+
+/// The namespaces a matcher's selector pins with `io.kubernetes.pod.namespace In (…)`: only
+/// identities whose namespace label is one of them can match. `None` when it pins none.
+fn pinned_namespaces(matcher: &Matcher) -> Option<&[String]> {
+    let selector = match matcher {
+        Matcher::Subject(s) | Matcher::Peer(Peer::Endpoints(s)) => s,
+        _ => return None,
+    };
+    selector
+        .requirements()
+        .iter()
+        .find(|r| r.key == NAMESPACE_LABEL && r.operator == Operator::In)
+        .map(|r| r.values.as_slice())
 }
 
 /// Whether a matcher selects an identity.

@@ -140,7 +140,7 @@ pub fn decide_direction(
         .collect();
     let hits = |r: &Rule| {
         peers_match(&r.peers, remote, &prefixes, config)
-            && ports_match(world, local, remote, r, protocol, port)
+            && ports_match(world, local, remote, r, protocol, port, &prefixes, config)
     };
     if considered
         .iter()
@@ -286,6 +286,7 @@ pub fn cidr_matches(c: &CidrPeer, prefixes: &[IpNet], ip: IpAddr) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the reference spells every input out
 fn ports_match(
     world: &RefWorld,
     local: &RefPod,
@@ -293,6 +294,8 @@ fn ports_match(
     rule: &Rule,
     protocol: Protocol,
     port: u16,
+    prefixes: &[IpNet],
+    config: &EnforcementConfig,
 ) -> bool {
     let specs = match &rule.ports {
         Ports::Any => return true,
@@ -313,24 +316,40 @@ fn ports_match(
             protocol: p,
             icmp_type,
         } => *p == protocol && u16::from(*icmp_type) == port,
-        PortSpec::Named { protocol: p, name } => destination_ports(world, local, remote, rule)
-            .iter()
-            .any(|np| {
-                np.name == *name
-                    && p.is_none_or(|p| p == np.protocol)
-                    && np.protocol == protocol
-                    && np.port == port
-            }),
+        PortSpec::Named { protocol: p, name } => {
+            destination_ports(world, local, remote, rule, prefixes, config)
+                .iter()
+                .any(|np| {
+                    np.name == *name
+                        && p.is_none_or(|p| p == np.protocol)
+                        && np.protocol == protocol
+                        && np.port == port
+                })
+        }
     })
 }
 
 /// The named ports a named-port condition of `rule` resolves against.
+///
+/// A pod that an egress rule reaches only through its address (a CIDR peer, Kubernetes
+/// semantics) offers no port names to that rule: the match goes through the address's CIDR
+/// identity, which has no container ports (a documented deviation, see CONFORMANCE.md).
 fn destination_ports(
     world: &RefWorld,
     local: &RefPod,
     remote: &RefPeer,
     rule: &Rule,
+    prefixes: &[IpNet],
+    config: &EnforcementConfig,
 ) -> Vec<NamedPort> {
+    if let (Direction::Egress, Peers::Only(list), RefPeer::Pod(_)) =
+        (rule.direction, &rule.peers, remote)
+        && !list
+            .iter()
+            .any(|p| !matches!(p, Peer::Cidr(_)) && peer_matches(p, remote, prefixes, config))
+    {
+        return Vec::new();
+    }
     match (rule.direction, &rule.peers, remote) {
         (Direction::Ingress, _, _) => identity_ports(world, local),
         (Direction::Egress, Peers::Any, _) => world
@@ -548,7 +567,10 @@ mod tests {
             "p",
             "  endpointSelector: {}\n  enableDefaultDeny: {ingress: false}\n  ingress: [{fromEndpoints: [{matchLabels: {app: db}}]}]",
         );
-        assert_eq!(verdict(&f, &[p.clone()], &f.api, &f.web, TCP, 80), Allow);
+        assert_eq!(
+            verdict(&f, std::slice::from_ref(&p), &f.api, &f.web, TCP, 80),
+            Allow
+        );
         let on = cnp("q", "  endpointSelector: {}\n  ingress: [{}]");
         assert_eq!(
             verdict(&f, &[p.clone(), on.clone()], &f.api, &f.web, TCP, 80),
@@ -608,7 +630,14 @@ mod tests {
             "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: c}\nspec:\n  endpointSelector: {}\n  egress: [{toEndpoints: [{}]}]",
         );
         assert_eq!(
-            verdict(&f, &[ccnp.clone()], &f.web, &ext("8.8.8.8"), TCP, 80),
+            verdict(
+                &f,
+                std::slice::from_ref(&ccnp),
+                &f.web,
+                &ext("8.8.8.8"),
+                TCP,
+                80
+            ),
             Allow
         );
         assert_eq!(verdict(&f, &[ccnp], &f.web, &host(), TCP, 80), Allow);

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
@@ -36,6 +37,130 @@ pub struct Snapshot {
     pub endpoints: EndpointTable,
     /// The compiled policy.
     pub policy: PolicyTables,
+    /// `policy_cidrs` flattened into address ranges for [`Snapshot::world_identity_of`]; used
+    /// only while it describes `policy_cidrs` (same number of prefixes), so a snapshot whose
+    /// `policy_cidrs` was replaced by hand falls back to the hash-probe lookup.
+    cidr_ranges: CidrRanges,
+}
+
+/// The policy prefixes flattened into disjoint address ranges, each with the identity of the
+/// longest prefix covering it (`UNKNOWN` where none does).
+///
+/// A world address misses the ipcache and then needs the longest policy prefix containing it:
+/// `IpCache::lookup` probes one hash table per prefix length in use, longest first, which for
+/// policy CIDRs (typically every length from /8 to /32, and /32 to /128 for IPv6) is 20–100
+/// probes for an address inside no prefix. Here it is one binary search over a few hundred
+/// range starts. Policy prefixes change rarely, so the ranges are rebuilt whole.
+#[derive(Clone, Default)]
+struct CidrRanges {
+    /// The number of prefixes the ranges were built from.
+    prefixes: usize,
+    /// IPv4 range starts, ascending, from 0.
+    v4_starts: Arc<[u32]>,
+    /// The identity of each IPv4 range.
+    v4_ids: Arc<[Identity]>,
+    /// IPv6 range starts, ascending, from 0.
+    v6_starts: Arc<[u128]>,
+    /// The identity of each IPv6 range.
+    v6_ids: Arc<[Identity]>,
+}
+
+impl CidrRanges {
+    /// Flattens every entry of `cidrs`.
+    fn build(cidrs: &IpCache) -> Self {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for (net, hit) in cidrs.iter() {
+            match net {
+                IpNet::V4(n) => v4.push((
+                    u128::from(u32::from(n.network())),
+                    u128::from(u32::from(n.broadcast())),
+                    hit.identity,
+                )),
+                IpNet::V6(n) => v6.push((
+                    u128::from(n.network()),
+                    u128::from(n.broadcast()),
+                    hit.identity,
+                )),
+            }
+        }
+        let (v4_starts, v4_ids) = flatten(v4, u128::from(u32::MAX));
+        let (v6_starts, v6_ids) = flatten(v6, u128::MAX);
+        CidrRanges {
+            prefixes: cidrs.len(),
+            // Every IPv4 start came from a u32.
+            v4_starts: v4_starts.iter().map(|s| *s as u32).collect(),
+            v4_ids: v4_ids.into(),
+            v6_starts: v6_starts.into(),
+            v6_ids: v6_ids.into(),
+        }
+    }
+
+    /// The identity of the longest prefix containing `ip`.
+    #[inline]
+    fn lookup(&self, ip: IpAddr) -> Option<Identity> {
+        let id = match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                let i = self.v4_starts.partition_point(|s| *s <= a);
+                *self.v4_ids.get(i.checked_sub(1)?)?
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                let i = self.v6_starts.partition_point(|s| *s <= a);
+                *self.v6_ids.get(i.checked_sub(1)?)?
+            }
+        };
+        (id != Identity::UNKNOWN).then_some(id)
+    }
+}
+
+/// Flattens prefixes, given as inclusive (first, last, identity) ranges of `0..=max` that are
+/// nested or disjoint, into range starts (the first one 0) and the identity of the innermost
+/// prefix covering each range (`UNKNOWN`: none).
+fn flatten(mut prefixes: Vec<(u128, u128, Identity)>, max: u128) -> (Vec<u128>, Vec<Identity>) {
+    /// Starts a range at `at` (replacing one that starts there already).
+    fn set(ranges: &mut (Vec<u128>, Vec<Identity>), at: u128, id: Identity) {
+        let (starts, ids) = ranges;
+        match (starts.last(), ids.last_mut()) {
+            (Some(last), Some(last_id)) if *last == at => *last_id = id,
+            _ => {
+                starts.push(at);
+                ids.push(id);
+            }
+        }
+    }
+    /// Closes the open prefixes that end before `at` (all of them for `None`); after each,
+    /// the next outer one (or none) covers the addresses again.
+    fn close(
+        ranges: &mut (Vec<u128>, Vec<Identity>),
+        open: &mut Vec<(u128, Identity)>,
+        at: Option<u128>,
+        max: u128,
+    ) {
+        while let Some(&(last, _)) = open.last() {
+            if at.is_some_and(|at| last >= at) {
+                break;
+            }
+            open.pop();
+            if let Some(after) = last.checked_add(1).filter(|a| *a <= max) {
+                let outer = open.last().map_or(Identity::UNKNOWN, |o| o.1);
+                set(ranges, after, outer);
+            }
+        }
+    }
+    // Outer prefixes first when two start together.
+    prefixes.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut ranges = (vec![0u128], vec![Identity::UNKNOWN]);
+    // The prefixes containing the current position, innermost last: (last address, identity).
+    let mut open: Vec<(u128, Identity)> = Vec::new();
+    for (first, last, id) in prefixes {
+        close(&mut ranges, &mut open, Some(first), max);
+        set(&mut ranges, first, id);
+        open.push((last, id));
+    }
+    close(&mut ranges, &mut open, None, max);
+    ranges
 }
 
 /// One side of a packet: its identity and address.
@@ -83,10 +208,20 @@ impl Snapshot {
     /// The identity an address has as seen by CIDR rules: its policy-prefix identity or world.
     #[inline]
     pub fn world_identity_of(&self, ip: IpAddr) -> Identity {
-        match self.policy_cidrs.lookup(ip) {
-            Some(hit) => hit.identity,
+        match self.policy_cidr_identity(ip) {
+            Some(id) => id,
             None if ip.is_ipv4() => Identity::WORLD_IPV4,
             None => Identity::WORLD_IPV6,
+        }
+    }
+
+    /// The identity of the longest policy prefix containing `ip`.
+    #[inline]
+    fn policy_cidr_identity(&self, ip: IpAddr) -> Option<Identity> {
+        if self.cidr_ranges.prefixes == self.policy_cidrs.len() {
+            self.cidr_ranges.lookup(ip)
+        } else {
+            self.policy_cidrs.lookup(ip).map(|hit| hit.identity)
         }
     }
 
@@ -155,10 +290,10 @@ impl Snapshot {
         };
         if self.policy.config.cidr_selects_endpoints
             && !peer.identity.is_reserved()
-            && let Some(hit) = self.policy_cidrs.lookup(peer.ip)
-            && hit.identity != peer.identity
+            && let Some(cidr) = self.policy_cidr_identity(peer.ip)
+            && cidr != peer.identity
         {
-            c.ids[1] = hit.identity;
+            c.ids[1] = cidr;
             c.len = 2;
         }
         c
@@ -288,6 +423,10 @@ pub struct IdentityCache {
     compiler: PolicyCompiler,
     ipcache: IpCacheWriter,
     policy_cidrs: IpCacheWriter,
+    /// `policy_cidrs` flattened, rebuilt after each policy change that adds or drops a prefix.
+    cidr_ranges: CidrRanges,
+    /// Whether `policy_cidrs` changed since `cidr_ranges` was built.
+    cidr_ranges_stale: bool,
     cidr_refs: BTreeMap<IpNet, (Identity, u32)>,
     policy_prefixes: HashMap<PolicyKey, BTreeSet<IpNet>>,
     endpoints: EndpointTable,
@@ -310,6 +449,8 @@ impl IdentityCache {
             compiler,
             ipcache: IpCacheWriter::default(),
             policy_cidrs: IpCacheWriter::default(),
+            cidr_ranges: CidrRanges::default(),
+            cidr_ranges_stale: false,
             cidr_refs: BTreeMap::new(),
             policy_prefixes: HashMap::new(),
             endpoints: EndpointTable::default(),
@@ -342,6 +483,7 @@ impl IdentityCache {
             policy_cidrs: self.policy_cidrs.snapshot(),
             endpoints: self.endpoints.clone(),
             policy: self.compiler.tables(),
+            cidr_ranges: self.cidr_ranges.clone(),
         }
     }
 
@@ -548,6 +690,7 @@ impl IdentityCache {
                 self.release_prefix(prefix);
             }
         }
+        self.refresh_cidr_ranges();
     }
 
     /// Removes a policy. Returns whether it existed.
@@ -558,7 +701,14 @@ impl IdentityCache {
                 self.release_prefix(prefix);
             }
         }
+        self.refresh_cidr_ranges();
         existed
+    }
+
+    fn refresh_cidr_ranges(&mut self) {
+        if std::mem::take(&mut self.cidr_ranges_stale) {
+            self.cidr_ranges = CidrRanges::build(self.policy_cidrs.cache());
+        }
     }
 
     fn acquire_prefix(&mut self, prefix: IpNet) {
@@ -585,6 +735,7 @@ impl IdentityCache {
         // The owner is well-formed and the identity derived, so the upsert cannot be refused.
         let _ = self.policy_cidrs.upsert(prefix, identity, owner);
         self.cidr_refs.insert(prefix, (identity, 1));
+        self.cidr_ranges_stale = true;
     }
 
     fn release_prefix(&mut self, prefix: IpNet) {
@@ -599,9 +750,87 @@ impl IdentityCache {
         self.cidr_refs.remove(&prefix);
         self.policy_cidrs
             .remove(prefix, &format!("policy-cidr:{prefix}"));
+        self.cidr_ranges_stale = true;
         let labels = crate::identity::cidr_labels(prefix);
         if self.registry.release(identity, &labels) {
             self.compiler.remove_identity(identity);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipcache::Owner;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Random nested and disjoint prefixes of both families, then random addresses (many of
+    /// them on prefix boundaries): the flattened ranges answer what the hash-probe LPM answers.
+    #[test]
+    fn cidr_ranges_agree_with_the_ipcache_longest_prefix_match() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for round in 0..40 {
+            let mut writer = IpCacheWriter::new();
+            let mut nets = Vec::new();
+            let count = rng.gen_range(0..60);
+            for i in 0..count {
+                // A few base blocks so prefixes nest often.
+                let base: u32 = [0x0a00_0000, 0xc0a8_0000, 0xcb00_7100, 0][rng.gen_range(0..4)];
+                let v4 = base | (rng.r#gen::<u32>() & 0x00ff_ffff);
+                let net = if rng.gen_bool(0.7) {
+                    IpNet::new(IpAddr::from(v4.to_be_bytes()), rng.gen_range(0..=32))
+                } else {
+                    let v6 =
+                        (0x2001_0db8_u128 << 96) | u128::from(v4) << 40 | rng.r#gen::<u128>() >> 90;
+                    IpNet::new(IpAddr::from(v6.to_be_bytes()), rng.gen_range(0..=128))
+                }
+                .expect("valid length")
+                .trunc();
+                let owner = Owner::new(Source::Local, format!("p{round}-{i}"), "", "");
+                let id = Identity(Identity::FIRST_DERIVED + i as u64);
+                if writer.upsert(net, id, &owner).is_ok() {
+                    nets.push(net);
+                }
+            }
+            let cache = writer.snapshot();
+            let ranges = CidrRanges::build(&cache);
+            let mut probes: Vec<IpAddr> = Vec::new();
+            for net in &nets {
+                probes.extend([net.network(), net.broadcast()]);
+                for edge in [net.network(), net.broadcast()] {
+                    let (down, up) = match edge {
+                        IpAddr::V4(a) => {
+                            let a = u32::from(a);
+                            (
+                                IpAddr::from(a.wrapping_sub(1).to_be_bytes()),
+                                IpAddr::from(a.wrapping_add(1).to_be_bytes()),
+                            )
+                        }
+                        IpAddr::V6(a) => {
+                            let a = u128::from(a);
+                            (
+                                IpAddr::from(a.wrapping_sub(1).to_be_bytes()),
+                                IpAddr::from(a.wrapping_add(1).to_be_bytes()),
+                            )
+                        }
+                    };
+                    probes.extend([down, up]);
+                }
+            }
+            for _ in 0..200 {
+                probes.push(IpAddr::from(rng.r#gen::<u32>().to_be_bytes()));
+                probes.push(IpAddr::from(
+                    ((0x2001_0db8_u128 << 96) | rng.r#gen::<u128>() >> 32).to_be_bytes(),
+                ));
+            }
+            for ip in probes {
+                assert_eq!(
+                    ranges.lookup(ip),
+                    cache.lookup(ip).map(|h| h.identity),
+                    "round {round}, {ip}, prefixes {nets:?}"
+                );
+            }
         }
     }
 }

@@ -139,6 +139,11 @@ pub struct PairKey {
     pub remote: Identity,
     /// The direction, from the local endpoint's side.
     pub direction: Direction,
+    /// Entries made only by CIDR peers, for the CIDR identity of a *pod's* address
+    /// (Kubernetes semantics, [`EnforcementConfig::cidr_selects_endpoints`]): selectors and
+    /// entities that happen to match a CIDR identity (`{}`, `NotIn`, `world`) stand for
+    /// addresses outside the cluster and must not match a pod through its address.
+    pub cidr_only: bool,
 }
 
 impl ShardKey for PairKey {
@@ -227,8 +232,9 @@ impl Default for PolicyTables {
 }
 
 impl PolicyTables {
-    /// Decides one direction for `local` against the peer's identity candidates (the peer's
-    /// own identity first, then, in Kubernetes mode, the CIDR identity of its address).
+    /// Decides one direction for `local` against the peer's identity candidates: the peer's
+    /// own identity first, then, in Kubernetes mode, the CIDR identity of a pod's address,
+    /// which only entries made by CIDR peers match.
     #[inline]
     pub fn decide_direction(
         &self,
@@ -243,11 +249,12 @@ impl PolicyTables {
         };
         let state = policy.direction(direction);
         let mut pair_tables: [Option<&PortTable>; 2] = [None, None];
-        for (slot, remote) in pair_tables.iter_mut().zip(remotes.iter()) {
+        for (i, (slot, remote)) in pair_tables.iter_mut().zip(remotes.iter()).enumerate() {
             *slot = self.pairs.get(&PairKey {
                 local,
                 remote: *remote,
                 direction,
+                cidr_only: i > 0,
             });
         }
         let deny = |entry: &PortEntry, specific: bool| DirectionVerdict {

@@ -85,6 +85,9 @@ struct local_policy_value {
 
 #define DIR_INGRESS 0
 #define DIR_EGRESS 1
+/* Or'ed into the direction of entries that only CIDR peers made: probed for R2, the CIDR
+ * identity of a pod's address, so that selectors and entities never match a pod through it. */
+#define DIR_CIDR_ONLY 2
 
 /* Policy LPM key. The prefix always covers local, remote, direction; then the protocol
  * (prefix 144) and a prefix of the big-endian port (144 + bits). Protocol 0 with prefix 136

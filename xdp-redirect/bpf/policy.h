@@ -5,7 +5,8 @@
  * One direction for local identity L against a peer R (and R2, the peer address's CIDR identity
  * when CFG_CIDR_SELECTS_PODS and R is not reserved, when found and != R):
  *   no local_policy[L]                        -> allow, not enforced, rule 0
- *   probe `policy` at prefix 160 with remote = R, R2, 0 (any peer), in that order
+ *   probe `policy` at prefix 160 with remote = R, R2 (with DIR_CIDR_ONLY or'ed into the
+ *   direction: only entries made by CIDR peers), 0 (any peer), in that order
  *   the first DENY among the hits             -> deny DROP_POLICY_DENY_RULE, its cookie
  *   else the first ALLOW among the hits       -> allow, its cookie
  *   ingress, CFG_ALLOW_FROM_HOST, R == host   -> allow, rule 0
@@ -77,7 +78,13 @@ static __always_inline void sl_decide_direction(__u64 local, __u8 direction, __u
 	__u32 rule_r = 0, rule_r2 = 0, rule_any = 0;
 	/* remote 0 is "any peer": never probe it as a specific peer. */
 	__u8 act_r = remote ? sl_policy_probe(&key, remote, &rule_r) : 0;
-	__u8 act_r2 = remote2 ? sl_policy_probe(&key, remote2, &rule_r2) : 0;
+	__u8 act_r2 = 0;
+	if (remote2) {
+		/* R2 only stands for the pod's address: only entries CIDR peers made apply. */
+		key.direction = direction | DIR_CIDR_ONLY;
+		act_r2 = sl_policy_probe(&key, remote2, &rule_r2);
+		key.direction = direction;
+	}
 	__u8 act_any = sl_policy_probe(&key, 0, &rule_any);
 
 	out->enforced = enforced ? 1 : 0;

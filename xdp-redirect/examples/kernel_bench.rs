@@ -29,8 +29,13 @@
 //! Prints a Markdown table (stdout) and one JSON line (last line of stdout); progress on stderr.
 //!
 //! `cargo run --release -p xdp-redirect --example kernel_bench [-- --runs 3 --secs 5
-//! --remote-pods 100000 --fallback]` (root). `--fallback`: gen's endpoint is not in kernel mode,
-//! so the program also probes the (empty) XSKMAP first, as when a worker is gone.
+//! --remote-pods 100000 --fallback --gen-nice 0 --node-nice -20 --sink-nice -20 --hold]`
+//! (root). `--fallback`: gen's endpoint is not in kernel mode, so the program also probes the
+//! (empty) XSKMAP first, as when a worker is gone. The nice values shield the measurement from
+//! other load on a shared machine: the sink's NAPI kthread must win its core over the
+//! generator (a sink that drops makes the node look slower than it is), and the node's NAPI
+//! kthreads get the node's core. `--hold`: set everything up, print where, wait for Ctrl-C
+//! (to test-run program variants against the same maps).
 //!
 //! Namespaces, pins and links are removed on every exit path: guards on return and panic,
 //! SIGINT/SIGTERM turn into an orderly stop.
@@ -236,6 +241,17 @@ fn pin_to_cpu(pid: libc::pid_t, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+fn set_nice(tid: libc::pid_t, nice: i32) -> Result<()> {
+    // SAFETY: setpriority has no memory preconditions; a tid names one thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
+        return Err(format!(
+            "setpriority({tid}, {nice}): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 // ---- raw bpf(2) ---------------------------------------------------------------------------
 
 /// `union bpf_attr` for BPF_PROG_TEST_RUN (`test`), 80 bytes.
@@ -394,12 +410,21 @@ struct Generator {
 }
 
 impl Generator {
-    fn start(prog_fd: RawFd, ns_path: String, ifindex: u32, frame: Vec<u8>) -> Result<Self> {
+    fn start(
+        prog_fd: RawFd,
+        ns_path: String,
+        ifindex: u32,
+        frame: Vec<u8>,
+        nice: i32,
+    ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || -> Result<()> {
-            let setup = enter_netns(&ns_path).and_then(|()| pin_to_cpu(0, GEN_CPU));
+            let setup = enter_netns(&ns_path)
+                .and_then(|()| pin_to_cpu(0, GEN_CPU))
+                // SAFETY: gettid has no preconditions.
+                .and_then(|()| set_nice(unsafe { libc::gettid() }, nice));
             let failed = setup.is_err();
             let _ = tx.send(setup);
             if failed {
@@ -489,7 +514,12 @@ fn task_cpu_ns(pid: libc::pid_t) -> (u64, u64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // Fields 14 and 15 of the line; `fields` starts at field 3.
     let stat_ns = (ticks(11) + ticks(12)) * 1_000_000_000 / hz;
     let sched_ns = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
@@ -514,6 +544,30 @@ fn cpu_jiffies(cpu: usize) -> (u64, u64) {
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
     (total - idle, total)
+}
+
+/// A veth's `ethtool -S` counters.
+fn veth_stats(ns: &Netns, dev: &str) -> Result<BTreeMap<String, u64>> {
+    let out = ns.exec(&["ethtool", "-S", dev])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_owned(), v.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// The veth counters a run looks at: (gen's veth, node's gen-facing veth, node's sink-facing
+/// veth).
+type VethStats = [BTreeMap<String, u64>; 3];
+
+fn all_veth_stats(t: &Topology) -> Result<VethStats> {
+    Ok([
+        veth_stats(&t.gen_ns, &t.gen_dev)?,
+        veth_stats(&t.node, &t.node_gen_dev)?,
+        veth_stats(&t.node, &t.node_sink_dev)?,
+    ])
 }
 
 fn loadavg() -> String {
@@ -543,6 +597,7 @@ struct Sample {
     node_sched_ns: u64,
     cpu: [(u64, u64); 2],
     sluice: Option<Counters>,
+    veth: VethStats,
 }
 
 #[derive(Clone, Debug)]
@@ -558,6 +613,13 @@ struct RunResult {
     ttl_ok_share: f64,
     redirect_share: Option<f64>,
     load: String,
+    /// Per second: accepted into the node's RX ring, seen by the node's program, redirected
+    /// by it, enqueued to the sink, refused by the sink's full ring.
+    node_in_pps: f64,
+    node_xdp_pps: f64,
+    node_redirect_pps: f64,
+    to_sink_pps: f64,
+    to_sink_err_pps: f64,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -636,7 +698,11 @@ impl Topology {
             // GRO keeps each veth's NAPI (and so its kthread) alive across XDP detach/attach,
             // and lets the veth accept frames redirected into it.
             ns.exec(&["ethtool", "-K", dev, "gro", "on"])?;
-            ns.exec(&["sh", "-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")])?;
+            ns.exec(&[
+                "sh",
+                "-c",
+                &format!("echo 1 > /sys/class/net/{dev}/threaded"),
+            ])?;
         }
         let t = Topology {
             gen_if: gen_ns.ifindex(&gen_dev)?,
@@ -658,9 +724,9 @@ impl Topology {
         Ok(t)
     }
 
-    /// Pins the NAPI kthreads (node's to the node core, the others to the generator core);
-    /// returns the node's.
-    fn pin_napi(&self) -> Result<Vec<libc::pid_t>> {
+    /// Pins the NAPI kthreads (node's to the node core, the others to the generator core)
+    /// and sets their nice values; returns the node's.
+    fn pin_napi(&self, opt: &Options) -> Result<Vec<libc::pid_t>> {
         let mut node = Vec::new();
         for dev in [&self.node_gen_dev, &self.node_sink_dev] {
             let pids = napi_threads(dev);
@@ -669,12 +735,14 @@ impl Topology {
             }
             for pid in &pids {
                 pin_to_cpu(*pid, NODE_CPU)?;
+                set_nice(*pid, opt.node_nice)?;
             }
             node.extend(pids);
         }
         for dev in [&self.gen_dev, &self.sink_dev] {
             for pid in napi_threads(dev) {
                 pin_to_cpu(pid, GEN_CPU)?;
+                set_nice(pid, opt.sink_nice)?;
             }
         }
         Ok(node)
@@ -695,8 +763,12 @@ impl InterfaceFacts for Facts {
     }
 }
 
-const GEN_IP: [u8; 4] = [10, 99, 0, 1];
-const SINK_IP: [u8; 4] = [10, 99, 0, 2];
+/// The endpoints' addresses sit in the same dense block as the remote pods' (10.128.0.0/15),
+/// as pod addresses on one cluster do, so their ipcache lookups walk as deep a trie path.
+const GEN_IP: [u8; 4] = [10, 128, 0, 1];
+const SINK_IP: [u8; 4] = [10, 128, 0, 2];
+/// The first remote pod's address (as a number); the others follow it.
+const REMOTE_BASE: u32 = u32::from_be_bytes([10, 128, 0, 16]);
 
 fn workload(
     uid: String,
@@ -794,7 +866,7 @@ spec:
     }
     for i in 0..remote_pods {
         interrupted()?;
-        let ip = [10, 128 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let ip = (REMOTE_BASE + i as u32).to_be_bytes();
         cache
             .upsert_workload(workload(
                 format!("remote-{i}"),
@@ -889,6 +961,7 @@ impl Systems {
 
 fn sample(
     bench: &Ebpf,
+    t: &Topology,
     node_pids: &[libc::pid_t],
     plane: Option<&Dataplane>,
 ) -> Result<Sample> {
@@ -910,6 +983,7 @@ fn sample(
             Some(p) => Some(p.counters().map_err(|e| format!("counters: {e}"))?),
             None => None,
         },
+        veth: all_veth_stats(t)?,
     })
 }
 
@@ -922,16 +996,31 @@ fn sleep_checked(d: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Knobs of a run.
+struct Options {
+    secs: f64,
+    /// Nice value of the generator thread: it shares its core with the sink's NAPI kthread,
+    /// which must win (a sink that drops would make the node look slower than it is).
+    gen_nice: i32,
+    /// Nice value of the node's NAPI kthreads (0: as the kernel makes them). -20 by default:
+    /// this 2-core VM is shared, and the method wants the node's core for the node's work.
+    node_nice: i32,
+    /// Nice value of the sink's (and gen's) NAPI kthreads, on the generator's core: -20, so
+    /// that other load there never makes the sink the bottleneck.
+    sink_nice: i32,
+}
+
 fn measure(
     system: &'static str,
     sys: &mut Systems,
     bench: &Ebpf,
     t: &Topology,
     frame: &[u8],
-    secs: f64,
+    opt: &Options,
 ) -> Result<RunResult> {
+    let secs = opt.secs;
     sys.attach(system, t)?;
-    let node_pids = t.pin_napi()?;
+    let node_pids = t.pin_napi(opt)?;
     let gen_fd = {
         let p: &Xdp = bench
             .program("gen_tx")
@@ -944,16 +1033,22 @@ fn measure(
             .as_raw_fd()
     };
     let load = loadavg();
-    let mut generator = Generator::start(gen_fd, t.gen_ns.path(), t.gen_if, frame.to_vec())?;
+    let mut generator = Generator::start(
+        gen_fd,
+        t.gen_ns.path(),
+        t.gen_if,
+        frame.to_vec(),
+        opt.gen_nice,
+    )?;
     sleep_checked(Duration::from_secs(1))?;
     let plane = if system == "sluice" {
         sys.plane.as_ref()
     } else {
         None
     };
-    let a = sample(bench, &node_pids, plane)?;
+    let a = sample(bench, t, &node_pids, plane)?;
     sleep_checked(Duration::from_secs_f64(secs))?;
-    let b = sample(bench, &node_pids, plane)?;
+    let b = sample(bench, t, &node_pids, plane)?;
     generator.stop()?;
     sys.detach(t)?;
 
@@ -983,7 +1078,17 @@ fn measure(
         }
         _ => None,
     };
+    let d = |i: usize, k: &str| {
+        (b.veth[i].get(k).copied().unwrap_or(0) as f64
+            - a.veth[i].get(k).copied().unwrap_or(0) as f64)
+            / dt
+    };
     Ok(RunResult {
+        node_in_pps: d(0, "tx_queue_0_xdp_xmit"),
+        node_xdp_pps: d(1, "rx_queue_0_xdp_packets"),
+        node_redirect_pps: d(1, "rx_queue_0_xdp_redirect"),
+        to_sink_pps: d(2, "tx_queue_0_xdp_xmit"),
+        to_sink_err_pps: d(2, "tx_queue_0_xdp_xmit_errors"),
         system,
         secs: dt,
         sink_pps: fwd as f64 / dt,
@@ -1061,7 +1166,16 @@ fn real_main() -> Result<()> {
     let runs: usize = arg(&args, "--runs", 3)?;
     let secs: f64 = arg(&args, "--secs", 5.0)?;
     let remote_pods: usize = arg(&args, "--remote-pods", 100_000)?;
+    if remote_pods > 131_000 {
+        return Err("--remote-pods: at most 131000 (they live in 10.128.0.0/15)".into());
+    }
     let fallback = args.iter().any(|a| a == "--fallback");
+    let opt = Options {
+        secs,
+        gen_nice: arg(&args, "--gen-nice", 0)?,
+        node_nice: arg(&args, "--node-nice", -20)?,
+        sink_nice: arg(&args, "--sink-nice", -20)?,
+    };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("needs root (namespaces, BPF, sysfs)".into());
@@ -1160,17 +1274,15 @@ fn real_main() -> Result<()> {
         let pressure = plane.pressure().map_err(|e| format!("pressure: {e}"))?;
         Ok((plane, pressure))
     })?;
-    eprintln!(
-        "maps synced in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("maps synced in {:.1} s", started.elapsed().as_secs_f64());
     let held = |m: &str| {
         pressure
             .iter()
             .find(|p| p.map == m)
             .map_or(0, |p| p.entries)
     };
-    let (ipcache_entries, policy_entries) = (held("ipcache_v4") + held("ipcache_v6"), held("policy"));
+    let (ipcache_entries, policy_entries) =
+        (held("ipcache_v4") + held("ipcache_v6"), held("policy"));
     eprintln!(
         "sluice maps: ipcache {ipcache_entries}, policy {policy_entries}, local_policy {}, endpoints {}, redirect_devmap {}",
         held("local_policy"),
@@ -1189,12 +1301,39 @@ fn real_main() -> Result<()> {
     };
 
     let frame = udp_frame(t.node_gen_mac, t.gen_mac, GEN_IP, SINK_IP);
+    if args.iter().any(|a| a == "--hold") {
+        // For inspection (bpftool, variants of the program test-run against the same maps):
+        // keep everything as set up, nothing attached, until Ctrl-C.
+        std::fs::write(work.join("frame.bin"), &frame).map_err(|e| e.to_string())?;
+        println!(
+            "holding: node netns {} (gen-facing veth {} ifindex {}, sink-facing {} ifindex {}), sluice pins {}, frame {}; Ctrl-C ends",
+            t.node.name,
+            t.node_gen_dev,
+            t.node_gen_if,
+            t.node_sink_dev,
+            t.node_sink_if,
+            pin_dir.display(),
+            work.join("frame.bin").display()
+        );
+        while !STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(());
+    }
     let mut results: Vec<RunResult> = Vec::new();
     let outcome = (|| -> Result<()> {
         for i in 0..runs {
             for system in ["bare", "sluice"] {
                 eprintln!("run {}/{runs}: {system} …", i + 1);
-                let r = measure(system, &mut sys, &bench, &t, &frame, secs)?;
+                let r = measure(system, &mut sys, &bench, &t, &frame, &opt)?;
+                eprintln!(
+                    "  node: {:.0} kpps into its ring, {:.0} seen by XDP, {:.0} redirected, {:.0} enqueued to the sink, {:.0} refused by the sink's full ring",
+                    r.node_in_pps / 1e3,
+                    r.node_xdp_pps / 1e3,
+                    r.node_redirect_pps / 1e3,
+                    r.to_sink_pps / 1e3,
+                    r.to_sink_err_pps / 1e3
+                );
                 eprintln!(
                     "  {:.0} kpps at the sink (offered {:.0} kpps), {:.1} ns/packet (schedstat {:.1}), node kthreads {:.0} % busy, CPU0 {:.0} %, CPU1 {:.0} %, TTL-intact share {:.4}{}",
                     r.sink_pps / 1e3,
@@ -1232,13 +1371,15 @@ fn real_main() -> Result<()> {
     let load_end = loadavg();
 
     // Diagnostics: the programs' own cost (no veth work), big and small sluice maps.
-    let bare_fd = sys.bare_prog()?.fd().map_err(|e| e.to_string())?.as_fd().as_raw_fd();
+    let bare_fd = sys
+        .bare_prog()?
+        .fd()
+        .map_err(|e| e.to_string())?
+        .as_fd()
+        .as_raw_fd();
     let (bare_prog_ns, bare_ret) = prog_only_ns(bare_fd, &t, &frame)?;
-    let steer_fd = {
-        let plane = sys.plane.as_ref().ok_or("no dataplane")?;
-        steer_prog_fd(plane, &pin_dir)?
-    };
-    let (steer_prog_ns, steer_ret) = prog_only_ns(steer_fd.as_raw_fd(), &t, &frame)?;
+    let steer_fd = steer_prog_fd(&pin_dir)?;
+    let (steer_prog_ns, steer_ret) = prog_only_ns(steer_fd.as_fd().as_raw_fd(), &t, &frame)?;
     let small = build_state(&t, 0, false)?;
     {
         let plane = sys.plane.as_mut().ok_or("no dataplane")?;
@@ -1246,11 +1387,11 @@ fn real_main() -> Result<()> {
             plane.sync(&small, &facts).map_err(|e| format!("sync: {e}"))
         })?;
     }
-    let (small_prog_ns, _) = prog_only_ns(steer_fd.as_raw_fd(), &t, &frame)?;
+    let (small_prog_ns, _) = prog_only_ns(steer_fd.as_fd().as_raw_fd(), &t, &frame)?;
     eprintln!(
         "program only (BPF_PROG_TEST_RUN, ns/run): bare {bare_prog_ns:.1} (ret {bare_ret}), sluice {steer_prog_ns:.1} (ret {steer_ret}), sluice with 2 ipcache / 1 policy entries {small_prog_ns:.1}"
     );
-    let small_run = measure("sluice", &mut sys, &bench, &t, &frame, secs)?;
+    let small_run = measure("sluice", &mut sys, &bench, &t, &frame, &opt)?;
     eprintln!(
         "sluice with small maps: {:.0} kpps, {:.1} ns/packet",
         small_run.sink_pps / 1e3,
@@ -1280,20 +1421,28 @@ fn real_main() -> Result<()> {
     Ok(())
 }
 
-/// A descriptor of the loaded `sluice_steer` for test runs (found by name among the loaded
-/// programs, newest first).
-fn steer_prog_fd(_plane: &Dataplane, _pin_dir: &Path) -> Result<aya::programs::ProgramFd> {
-    let mut best: Option<aya::programs::ProgramInfo> = None;
+/// A descriptor of this process's `sluice_steer` for test runs: the loaded program of that
+/// name whose maps include the `counters` map pinned in our pin directory (other processes may
+/// have their own `sluice_steer` loaded).
+fn steer_prog_fd(pin_dir: &Path) -> Result<aya::programs::ProgramFd> {
+    let counters = aya::maps::MapData::from_pin(pin_dir.join("counters"))
+        .map_err(|e| format!("pinned counters: {e}"))?;
+    let map_id = counters
+        .info()
+        .map_err(|e| format!("counters info: {e}"))?
+        .id();
     for info in aya::programs::loaded_programs().flatten() {
         if info.name_as_str() == Some("sluice_steer")
-            && best.as_ref().is_none_or(|b| info.id() > b.id())
+            && info
+                .map_ids()
+                .ok()
+                .flatten()
+                .is_some_and(|ids| ids.contains(&map_id))
         {
-            best = Some(info);
+            return info.fd().map_err(|e| format!("sluice_steer fd: {e}"));
         }
     }
-    best.ok_or("sluice_steer not loaded")?
-        .fd()
-        .map_err(|e| format!("sluice_steer fd: {e}"))
+    Err("this process's sluice_steer is not among the loaded programs".into())
 }
 
 struct Report {
@@ -1360,6 +1509,30 @@ fn report(results: &[RunResult], r: &Report) {
         r.small_run.sink_pps / 1e3,
         r.small_run.ns_per_pkt
     );
+    println!();
+    println!(
+        "| run | node program | s | offered kpps | into node ring kpps | sink kpps | refused by sink ring kpps | node CPU ns/packet | schedstat ns/packet | node NAPI busy | CPU0 busy | CPU1 busy | load (1/5/15 min) at start |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, x) in results.iter().enumerate() {
+        println!(
+            "| {} | {} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} % | {:.0} % | {:.0} % | {} |",
+            i / 2 + 1,
+            x.system,
+            x.secs,
+            x.offered_pps / 1e3,
+            x.node_in_pps / 1e3,
+            x.sink_pps / 1e3,
+            x.to_sink_err_pps / 1e3,
+            x.ns_per_pkt,
+            x.sched_ns_per_pkt,
+            x.node_busy * 100.0,
+            x.cpu_busy[0] * 100.0,
+            x.cpu_busy[1] * 100.0,
+            x.load
+        );
+    }
+    println!();
     let rate_ok = rate_ratio >= 0.9;
     let ns_ok = ns_ratio <= 1.3;
     println!(

@@ -36,6 +36,10 @@ pub const CNT_MAX: u32 = 32;
 pub const DIR_INGRESS: u8 = 0;
 /// Direction code for egress in keys and events.
 pub const DIR_EGRESS: u8 = 1;
+/// Or'ed into the direction of policy entries made only by CIDR peers: the kernel probes them
+/// for the CIDR identity of a pod's address (Kubernetes semantics), so that selectors and
+/// entities never match a pod through its address.
+pub const DIR_CIDR_ONLY: u8 = 2;
 
 /// Policy action: allow.
 pub const ACTION_ALLOW: u8 = 1;

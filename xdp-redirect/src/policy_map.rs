@@ -15,8 +15,9 @@ use identity_cache::protocol::Protocol;
 use identity_cache::tables::{LocalPolicy, PROTO_ALL, PROTO_ANY_L4, PolicyTables, PortEntry};
 
 use crate::abi::{
-    ACTION_ALLOW, ACTION_DENY, DIR_EGRESS, DIR_INGRESS, LocalPolicyValue, POLICY_FULL_PREFIX,
-    POLICY_PREFIX_PORT_BASE, POLICY_PREFIX_PROTO_ALL, PolicyKeyData, PolicyValue,
+    ACTION_ALLOW, ACTION_DENY, DIR_CIDR_ONLY, DIR_EGRESS, DIR_INGRESS, LocalPolicyValue,
+    POLICY_FULL_PREFIX, POLICY_PREFIX_PORT_BASE, POLICY_PREFIX_PROTO_ALL, PolicyKeyData,
+    PolicyValue,
 };
 
 /// The direction code used in keys.
@@ -80,6 +81,7 @@ pub fn table_entries(
     local: Identity,
     remote: Identity,
     direction: Direction,
+    cidr_only: bool,
     table: &[PortEntry],
     out: &mut BTreeMap<PolicyKeyOrd, PolicyValue>,
 ) {
@@ -92,7 +94,7 @@ pub fn table_entries(
         data: PolicyKeyData {
             local: local.0,
             remote: remote.0,
-            direction: direction_code(direction),
+            direction: direction_code(direction) | if cidr_only { DIR_CIDR_ONLY } else { 0 },
             protocol,
             port_be: port.to_be(),
         },
@@ -241,11 +243,25 @@ pub fn kernel_policy(tables: &PolicyTables) -> KernelPolicy {
         locals.insert(local.0, local_value(policy, tables.is_collided(*local)));
         for direction in [Direction::Ingress, Direction::Egress] {
             let any = &policy.direction(direction).any_peer;
-            table_entries(*local, Identity::UNKNOWN, direction, any, &mut entries);
+            table_entries(
+                *local,
+                Identity::UNKNOWN,
+                direction,
+                false,
+                any,
+                &mut entries,
+            );
         }
     }
     for (key, table) in tables.pairs.iter() {
-        table_entries(key.local, key.remote, key.direction, table, &mut entries);
+        table_entries(
+            key.local,
+            key.remote,
+            key.direction,
+            key.cidr_only,
+            table,
+            &mut entries,
+        );
     }
     for id in tables.collided.iter() {
         locals.entry(id.0).or_insert(LocalPolicyValue {
@@ -348,6 +364,7 @@ mod tests {
             Identity(300),
             Identity(400),
             Direction::Ingress,
+            false,
             table,
             &mut out,
         );

@@ -339,7 +339,7 @@ policy(ID_B, ID_A, INGRESS, ALLOW, 11, "tcp", 80)
 policy(ID_B, 0, INGRESS, DENY, 12, "udp")            # any peer, every UDP port
 policy(ID_B, ID_A, INGRESS, ALLOW, 14, "icmp", 8)    # echo request
 policy(ID_B, ID_A, INGRESS, ALLOW, 15, "tcp", 8000, port_bits=8)  # 8000-8191? no: prefix of 0x1f40
-policy(ID_B, ID_CIDR_POD, INGRESS, ALLOW, 13, "tcp", 9090)
+policy(ID_B, ID_CIDR_POD, INGRESS | 2, ALLOW, 13, "tcp", 9090)  # DIR_CIDR_ONLY: a CIDR peer's entry
 policy(ID_B, ID_HOST, INGRESS, ALLOW, 16, "tcp", 7000)
 
 B_MACS = MAC["b_pod"] + MAC["b_host"]
@@ -396,6 +396,11 @@ check("A -> B tcp/9090, cidr rule, Cilium semantics: denied", v4(A4, B4, "tcp", 
 config(CFG_CIDR_SELECTS_PODS)
 check("A -> B tcp/9090, cidr rule, k8s semantics: allowed", v4(A4, B4, "tcp", 1, 9090), HA, XDP_REDIRECT,
       "KERNEL_REDIRECT")
+# An entry for the CIDR identity that a selector or entity made (not DIR_CIDR_ONLY) is for
+# addresses outside the cluster: it must not match pod A through A's address.
+policy(ID_B, ID_CIDR_POD, INGRESS, ALLOW, 14, "tcp", 9091)
+check("A -> B tcp/9091, world-only entry for the CIDR identity, k8s semantics: denied", v4(A4, B4, "tcp", 1, 9091),
+      HA, XDP_DROP, "POLICY_DENIED")
 config(CFG_EVENTS_ALLOWED)
 check("allowed event with CFG_EVENTS_ALLOWED", v4(A4, B4, "tcp", 1, 80), HA, XDP_REDIRECT, "KERNEL_REDIRECT",
       want_event=dict(action=ALLOW, reason=0, rule=11, direction=INGRESS))
