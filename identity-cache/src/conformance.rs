@@ -169,8 +169,9 @@ impl ProbeResult {
     }
 }
 
-/// Builds the case's state by the given order and returns the snapshot.
-fn build(
+/// Builds the case's state (pods before policies, or after with `policies_first`) and returns
+/// the snapshot with each pod's identity and address by `namespace/name`.
+pub fn build(
     case: &Case,
     policies_first: bool,
 ) -> Result<(Snapshot, BTreeMap<String, PeerRef>), CaseError> {
@@ -258,7 +259,9 @@ fn build(
     Ok((cache.pending(), pods))
 }
 
-fn resolve(
+/// Resolves a probe peer: its identity and address, whether it is a pod (so its policy is
+/// enforced), and a printable name.
+pub fn resolve(
     peer: &ProbePeer,
     snapshot: &Snapshot,
     pods: &BTreeMap<String, PeerRef>,
