@@ -130,9 +130,11 @@ pub struct DatapathSettings {
     /// With no socket bound for a queue, pass packets without policy instead of enforcing in
     /// the kernel. Off by default; the loader logs a warning when it is on.
     pub fail_open: bool,
-    /// Host → local endpoint ingress is always allowed.
+    /// Host → local endpoint ingress is always allowed. [`Dataplane::sync`] sets it from the
+    /// snapshot's `EnforcementConfig`, so the kernel decides as the compiled tables do.
     pub allow_from_host: bool,
-    /// CIDR rules also match pod addresses (Kubernetes semantics).
+    /// CIDR rules also match pod addresses (Kubernetes semantics); set by `sync` like
+    /// `allow_from_host`.
     pub cidr_selects_pods: bool,
     /// Emit verdict events for allowed packets too.
     pub events_for_allowed: bool,
@@ -656,6 +658,19 @@ impl Dataplane {
         snapshot: &Snapshot,
         facts: &dyn InterfaceFacts,
     ) -> Result<SyncStats, LoaderError> {
+        // The semantic switches belong to the policy the snapshot was compiled with: the
+        // kernel must decide by the same ones, whatever the loader was opened with.
+        let cfg = snapshot.policy.config;
+        if cfg.cidr_selects_endpoints != self.settings.cidr_selects_pods
+            || cfg.allow_from_host != self.settings.allow_from_host
+        {
+            let settings = DatapathSettings {
+                cidr_selects_pods: cfg.cidr_selects_endpoints,
+                allow_from_host: cfg.allow_from_host,
+                ..self.settings
+            };
+            self.set_settings(settings)?;
+        }
         let ipcache = ipcache_entries(snapshot);
         let cidrs = cidr_entries(snapshot);
         let endpoints = endpoint_entries(snapshot, facts);
