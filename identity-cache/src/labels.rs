@@ -122,12 +122,11 @@ impl LabelSet {
     }
 
     /// The labels with `key`, from any source (at most one per source).
-    pub fn with_key<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Label> + 'a {
+    pub fn with_key<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Label> + use<'a> {
+        // Two binary searches bound the run of labels with this key; no allocation.
         let start = self.labels.partition_point(|l| l.key.as_str() < key);
-        let key = key.to_owned();
-        self.labels[start..]
-            .iter()
-            .take_while(move |l| l.key == key)
+        let end = self.labels.partition_point(|l| l.key.as_str() <= key);
+        self.labels[start..end].iter()
     }
 
     /// The value of `key` from `source` (`None` source: any source).
