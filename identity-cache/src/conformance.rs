@@ -169,6 +169,59 @@ impl ProbeResult {
     }
 }
 
+/// The case's pods as workloads, labelled as the agent labels them (namespace, service
+/// account, cluster, namespace labels), with their named ports; uid `namespace/name`, not
+/// attached to this node.
+pub fn workloads(case: &Case) -> Vec<Workload> {
+    let cluster = case
+        .cluster
+        .as_ref()
+        .map(|c| c.name.clone().unwrap_or_else(|| "default".to_owned()));
+    let filter = LabelFilter::default();
+    case.pods
+        .iter()
+        .map(|pod| {
+            let labels = workload_labels(
+                &WorkloadMeta {
+                    namespace: &pod.namespace,
+                    pod_labels: Some(&pod.labels),
+                    namespace_labels: case.namespaces.get(&pod.namespace),
+                    service_account: Some(pod.service_account.as_deref().unwrap_or("default")),
+                    cluster: cluster.as_deref(),
+                },
+                &filter,
+            );
+            let named_ports = pod
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    let protocol = p
+                        .protocol
+                        .as_deref()
+                        .unwrap_or("TCP")
+                        .parse::<Protocol>()
+                        .ok()?;
+                    Some(NamedPort {
+                        name: p.name.clone()?,
+                        port: p.container_port,
+                        protocol,
+                    })
+                })
+                .collect();
+            Workload {
+                uid: format!("{}/{}", pod.namespace, pod.name),
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                labels,
+                ips: vec![pod.ip],
+                named_ports,
+                source: Source::ApiServer,
+                local: None,
+            }
+        })
+        .collect()
+}
+
 /// Builds the case's state (pods before policies, or after with `policies_first`) and returns
 /// the snapshot with each pod's identity and address by `namespace/name`.
 pub fn build(
@@ -197,59 +250,11 @@ pub fn build(
             cache.upsert_policy(p);
         }
     }
-    let cluster = case
-        .cluster
-        .as_ref()
-        .map(|c| c.name.clone().unwrap_or_else(|| "default".to_owned()));
-    let filter = LabelFilter::default();
     let mut pods = BTreeMap::new();
-    for pod in &case.pods {
-        let ns_labels = case.namespaces.get(&pod.namespace);
-        let labels = workload_labels(
-            &WorkloadMeta {
-                namespace: &pod.namespace,
-                pod_labels: Some(&pod.labels),
-                namespace_labels: ns_labels,
-                service_account: Some(pod.service_account.as_deref().unwrap_or("default")),
-                cluster: cluster.as_deref(),
-            },
-            &filter,
-        );
-        let named_ports = pod
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let protocol = p
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .parse::<Protocol>()
-                    .ok()?;
-                Some(NamedPort {
-                    name: p.name.clone()?,
-                    port: p.container_port,
-                    protocol,
-                })
-            })
-            .collect();
-        let uid = format!("{}/{}", pod.namespace, pod.name);
-        let identity = cache.upsert_workload(Workload {
-            uid: uid.clone(),
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            labels,
-            ips: vec![pod.ip],
-            named_ports,
-            source: Source::ApiServer,
-            local: None,
-        })?;
-        pods.insert(
-            uid,
-            PeerRef {
-                identity,
-                ip: pod.ip,
-            },
-        );
+    for workload in workloads(case) {
+        let (uid, ip) = (workload.uid.clone(), workload.ips[0]);
+        let identity = cache.upsert_workload(workload)?;
+        pods.insert(uid, PeerRef { identity, ip });
     }
     if !policies_first {
         for p in policies {

@@ -44,13 +44,11 @@ use std::time::Instant;
 use aya::maps::MapData;
 use aya::programs::{ProgramFd, loaded_programs};
 use identity_cache::conformance::{self, Case, Probe, ProbePeer};
-use identity_cache::endpoint::NamedPort;
 use identity_cache::identity::{ClusterKey, Identity};
 use identity_cache::ipcache::{Owner, Source};
-use identity_cache::labels::{LabelFilter, WorkloadMeta, workload_labels};
 use identity_cache::policy::{Action, ParsedManifest, parse_manifest};
 use identity_cache::protocol::Protocol;
-use identity_cache::state::{Enforce, IdentityCache, LocalAttachment, PeerRef, Snapshot, Workload};
+use identity_cache::state::{Enforce, IdentityCache, LocalAttachment, PeerRef, Snapshot};
 use identity_cache::tables::EnforcementConfig;
 use identity_cache::verdict::{DropReason, Verdict};
 use ipnet::IpNet;
@@ -498,55 +496,16 @@ fn kernel_state(
             cache.upsert_policy(p);
         }
     }
-    let cluster = case
-        .cluster
-        .as_ref()
-        .map(|c| c.name.clone().unwrap_or_else(|| "default".to_owned()));
-    let filter = LabelFilter::default();
     let mut identities = Vec::with_capacity(case.pods.len());
-    for (i, pod) in case.pods.iter().enumerate() {
-        let labels = workload_labels(
-            &WorkloadMeta {
-                namespace: &pod.namespace,
-                pod_labels: Some(&pod.labels),
-                namespace_labels: case.namespaces.get(&pod.namespace),
-                service_account: Some(pod.service_account.as_deref().unwrap_or("default")),
-                cluster: cluster.as_deref(),
-            },
-            &filter,
-        );
-        let named_ports = pod
-            .ports
-            .iter()
-            .filter_map(|p| {
-                let protocol = p
-                    .protocol
-                    .as_deref()
-                    .unwrap_or("TCP")
-                    .parse::<Protocol>()
-                    .ok()?;
-                Some(NamedPort {
-                    name: p.name.clone()?,
-                    port: p.container_port,
-                    protocol,
-                })
-            })
-            .collect();
-        let uid = format!("{}/{}", pod.namespace, pod.name);
+    // The same workloads the userspace runner builds, attached to this node's interfaces.
+    for (i, mut workload) in conformance::workloads(case).into_iter().enumerate() {
+        workload.local = Some(LocalAttachment {
+            ifindex: ifaces[i].ifindex,
+            mac: pod_macs[i],
+        });
+        let uid = workload.uid.clone();
         let identity = cache
-            .upsert_workload(Workload {
-                uid: uid.clone(),
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                labels,
-                ips: vec![pod.ip],
-                named_ports,
-                source: Source::ApiServer,
-                local: Some(LocalAttachment {
-                    ifindex: ifaces[i].ifindex,
-                    mac: pod_macs[i],
-                }),
-            })
+            .upsert_workload(workload)
             .map_err(|e| format!("pod {uid}: {e}"))?;
         identities.push(identity);
     }
