@@ -127,6 +127,9 @@ struct xsk_slot_key {
 struct sluice_config {
 	__u32 flags;               /* CFG_* */
 	__u32 events_per_sec;      /* per CPU; 0 disables events */
+	__u64 generation;          /* bumped by the loader after every change to the maps (config
+				    * written last): cached verdicts of another generation are
+				    * not used (flowcache.h) */
 };
 
 #define CFG_FAIL_OPEN 1            /* no socket: pass without policy (logged by the loader) */
@@ -208,7 +211,8 @@ _Static_assert(sizeof(struct local_policy_value) == 16, "local policy value");
 _Static_assert(sizeof(struct policy_key) == 24, "policy key");
 _Static_assert(__builtin_offsetof(struct policy_key, direction) == 20, "policy key direction");
 _Static_assert(sizeof(struct policy_value) == 8, "policy value");
-_Static_assert(sizeof(struct sluice_config) == 8, "config");
+_Static_assert(sizeof(struct sluice_config) == 16, "config");
+_Static_assert(__builtin_offsetof(struct sluice_config, generation) == 8, "config generation");
 _Static_assert(sizeof(struct xsk_slot_key) == 8, "xsk slot key");
 _Static_assert(sizeof(struct verdict_event) == 80, "verdict event");
 _Static_assert(__builtin_offsetof(struct verdict_event, rule) == 64, "verdict event rule");

@@ -77,27 +77,51 @@ enum sl_parse_result {
 };
 
 /* What the program needs of a packet. Addresses in network order; IPv4 in the first 4 bytes
- * with the rest zero. Ports in host order. */
+ * with the rest zero. Ports in host order. The first 48 bytes (src .. pad) are the packet's
+ * flow key, hashed and compared as six 64-bit words by the flow cache (flowcache.h): they hold
+ * nothing that varies between packets of a flow. The caller zeroes the struct. */
 struct sl_pkt {
 	__u8 src[16];
 	__u8 dst[16];
-	__u32 frag_id;   /* IPv4 identification / IPv6 fragment header id, host order */
+	__u32 ifindex;   /* receiving interface (set by the caller, not by parsing) */
 	__u16 sport;     /* ICMP/ICMPv6: 0 */
 	__u16 dport;     /* ICMP/ICMPv6: type */
 	__u16 icmp_id;   /* ICMP/ICMPv6: bytes 4-5 of the header, host order: the identifier of an
 			  * echo request/reply (conntrack.h reads it only for those); else 0 */
 	__u8 family;     /* SL_FAMILY_V4/V6 once the ethertype is known, else 0 */
 	__u8 protocol;   /* IPv6: the upper-layer header after the extension headers */
+	__u32 pad;       /* 0 */
+	/* End of the flow key. */
+	__u32 frag_id;   /* IPv4 identification / IPv6 fragment header id, host order */
 	__u8 frag;       /* enum sl_frag */
 	__u8 frag_proto; /* the protocol every fragment names: IPv4 protocol field; IPv6 the
 			  * fragment header's next header (AH may follow it in a first fragment) */
-};
+	__u16 pad2;
+} __attribute__((aligned(8)));
 
-/* Reads a 16-bit big-endian field at p (p..p+2 already bounds-checked). */
+#define SL_FLOW_KEY_LEN 48
+_Static_assert(__builtin_offsetof(struct sl_pkt, frag_id) == SL_FLOW_KEY_LEN, "flow key");
+_Static_assert(sizeof(struct sl_pkt) == 56, "sl_pkt");
+
+/* Reads a 16-bit big-endian field at p (p..p+2 already bounds-checked): one 2-byte load and
+ * a byte swap. Packet data may be misaligned (x86 has no constraint, and the verifier enforces
+ * none for packets without strict alignment); stack buffers passed here are aligned. */
 static __always_inline __u16 sl_load_be16(const void *p)
 {
-	const __u8 *b = p;
-	return ((__u16)b[0] << 8) | b[1];
+	return bpf_ntohs(*(const __u16 *)p);
+}
+
+/* Copies an address out of the (bounds-checked) packet in 4- or 8-byte loads, not the byte
+ * loads a memcpy from a packet pointer of unknown alignment becomes. */
+static __always_inline void sl_copy_addr4(__u8 *to, const __u8 *from)
+{
+	*(__u32 *)to = *(const __u32 *)from;
+}
+
+static __always_inline void sl_copy_addr16(__u8 *to, const __u8 *from)
+{
+	((__u64 *)to)[0] = ((const __u64 *)from)[0];
+	((__u64 *)to)[1] = ((const __u64 *)from)[1];
 }
 
 /* Minimum L4 header a first fragment or an unfragmented packet must carry; 0 for protocols
@@ -159,8 +183,8 @@ static __always_inline int sl_parse_ipv4(void *l3, void *data_end, struct sl_pkt
 	p->protocol = h[9];
 	p->frag_proto = h[9];
 	p->frag_id = sl_load_be16(h + 4);
-	__builtin_memcpy(p->src, h + 12, 4);
-	__builtin_memcpy(p->dst, h + 16, 4);
+	sl_copy_addr4(p->src, h + 12);
+	sl_copy_addr4(p->dst, h + 16);
 
 	if (offset != 0) {
 		p->frag = SL_FRAG_LATER;
@@ -206,7 +230,7 @@ static __always_inline int sl_parse_ipv6(struct xdp_md *ctx, void *l3, void *dat
 					 __u32 l3_off, __u32 frame_len, struct sl_pkt *p)
 {
 	__u8 *h = l3;
-	__u8 b[8];
+	__u8 b[8] __attribute__((aligned(8)));
 
 	p->family = SL_FAMILY_V6;
 	if ((void *)(h + SL_IPV6_HLEN) > data_end)
@@ -218,8 +242,8 @@ static __always_inline int sl_parse_ipv6(struct xdp_md *ctx, void *l3, void *dat
 	if (off + room > frame_len)
 		return SL_PARSE_MALFORMED;
 	__u8 nh = h[6];
-	__builtin_memcpy(p->src, h + 8, 16);
-	__builtin_memcpy(p->dst, h + 24, 16);
+	sl_copy_addr16(p->src, h + 8);
+	sl_copy_addr16(p->dst, h + 24);
 	p->frag = SL_FRAG_NONE;
 
 	/* A bounded loop (verified iteration by iteration); not unrolled, which only grew the

@@ -66,10 +66,26 @@
  *     deciding policy cookie, 0 for non-policy drops, followed fragments and tracked replies.
  * 10. Counters (counters.h): exactly one slot per packet (packets, bytes = frame length on
  *     entry), so the slots other than CNT_EVENTS_LOST sum to the packets seen.
+ * 11. Flow cache (flowcache.h): the verdict of 8a-8e for an unfragmented packet is cached per
+ *     CPU under its flow key (ingress ifindex, family, protocol, addresses, ports / ICMP type
+ *     and identifier) and the config generation, which the loader bumps after every map
+ *     change. Right after parsing (not fail open, not a fragment), a packet whose flow has a
+ *     cached verdict of the current generation, less than 100 jiffies old (at most 1 s), takes
+ *     it instead of 5-8: first rule 7 if it applied to the flow (a socket may have come since:
+ *     steered, CNT_TO_SOCKET), then the cached 8e: redirected (MACs rewritten, tag removed; a
+ *     failed redirect still passes the frame, CNT_REDIRECT_FAILED) or passed, in the slot the
+ *     full path chose (CNT_KERNEL_REDIRECT / CNT_KERNEL_PASS / CNT_CT_REPLY), or dropped
+ *     (CNT_DROP_BASE + reason), with the same event (9). A cached policy drop of a packet that
+ *     could be a reply first looks up its reverse tuple in `conntrack`: a fresh connection
+ *     there sends it down the full path (8b allows it). Cached allows do not touch
+ *     `conntrack` (8b's refresh, 8d): the full path, taken again when the entry is 100 jiffies
+ *     old, does, so conntrack's last_seen_ns lags a flow's packets by less than 1 s. Never
+ *     cached: socket steering, fail open, fragments, malformed, spoofed, not-managed, non-IP.
  *
- * Order of evaluation: 1, 2, 5, 4, 6, 7, 8 (fail open), 3 (later fragments), 8a, 8b, 8c,
- * 3 (a first fragment's verdict stored), 8d, 8e. Spoofing (4) and collisions (8a) are checked
- * before the conntrack shortcut (8b); the AF_XDP socket path (7) is tracked in userspace. */
+ * Order of evaluation: 1, 2, 11 (a cached verdict: 7, then the cached 8e), 5, 4, 6, 7,
+ * 8 (fail open), 3 (later fragments), 8a, 8b, 8c, 3 (a first fragment's verdict stored), 8d,
+ * 11 (the verdict cached), 8e. Spoofing (4) and collisions (8a) are checked before the
+ * conntrack shortcut (8b); the AF_XDP socket path (7) is tracked in userspace. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -84,17 +100,19 @@
 #include "events.h"
 #include "fragments.h"
 #include "conntrack.h"
+#include "flowcache.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Redirects to a local endpoint's host-side veth, rewriting the Ethernet header for the pod.
+/* Redirects to a local endpoint's host-side veth, rewriting the Ethernet header for the pod:
+ * macs = its pod_mac then host_mac (have_macs 0: no endpoint, the redirect fails).
  * Returns the XDP action; *slot is ok_slot on success, CNT_REDIRECT_FAILED otherwise (and then
  * the frame is passed unmodified). */
-static __always_inline int sl_redirect_local(struct xdp_md *ctx, const struct endpoint_value *ep,
+static __always_inline int sl_redirect_local(struct xdp_md *ctx, int have_macs, const __u32 *macs,
 					     __u32 ifindex, __u32 ok_slot, __u32 *slot)
 {
 	*slot = CNT_REDIRECT_FAILED;
-	if (!ep)
+	if (!have_macs)
 		return XDP_PASS;
 	/* Only records the target; the frame can still be edited before returning. */
 	if (bpf_redirect_map(&redirect_devmap, ifindex, 0) != XDP_REDIRECT)
@@ -119,10 +137,30 @@ static __always_inline int sl_redirect_local(struct xdp_md *ctx, const struct en
 		if ((void *)(eth + SL_ETH_HLEN) > data_end)
 			return XDP_PASS; /* cannot happen */
 	}
-	__builtin_memcpy(eth, ep->pod_mac, 6);
-	__builtin_memcpy(eth + 6, ep->host_mac, 6);
+	/* Three 4-byte stores (x86 has no alignment constraint; the verifier only enforces one
+	 * with strict alignment), not the twelve byte stores a memcpy to a packet becomes. */
+	((__u32 *)eth)[0] = macs[0];
+	((__u32 *)eth)[1] = macs[1];
+	((__u32 *)eth)[2] = macs[2];
 	*slot = ok_slot;
 	return XDP_REDIRECT;
+}
+
+/* Rule 7: redirects into the AF_XDP socket of the receiving (interface, queue), if there is
+ * one. 1 when the redirect is set up (return XDP_REDIRECT); 0 when there is no socket or it
+ * closed between lookup and redirect. */
+static __always_inline int sl_to_socket(struct xdp_md *ctx)
+{
+	struct xsk_slot_key xkey = { .ifindex = ctx->ingress_ifindex,
+				     .queue = ctx->rx_queue_index };
+	__u32 *xslot = bpf_map_lookup_elem(&xsk_slots, &xkey);
+
+	if (!xslot)
+		return 0;
+	__u32 sock_slot = *xslot;
+
+	return bpf_map_lookup_elem(&xsks, &sock_slot) &&
+	       bpf_redirect_map(&xsks, sock_slot, XDP_PASS) == XDP_REDIRECT;
 }
 
 SEC("xdp")
@@ -134,7 +172,7 @@ int sluice_steer(struct xdp_md *ctx)
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 zero = 0;
 	struct sluice_config cfg = {};
-	struct sl_pkt p = {};
+	struct sl_pkt p = { .ifindex = ifindex };
 	struct sl_event_info ev = { .ifindex = ifindex };
 	__u32 slot;
 	int ret;
@@ -149,6 +187,47 @@ int sluice_steer(struct xdp_md *ctx)
 		slot = CNT_NON_IP;
 		goto pass;
 	}
+
+	/* Rule 11: the flow's cached verdict (flowcache.h). Only verdicts of rules 8a-8e of
+	 * unfragmented packets are cached, under the config generation they were decided in. */
+	if (parsed == SL_PARSE_OK && p.frag == SL_FRAG_NONE && !(cfg.flags & CFG_FAIL_OPEN)) {
+		struct sl_flow_entry *e = sl_flow_lookup(&p, cfg.generation);
+
+		if (e) {
+			__u8 flags = e->v.flags;
+
+			/* Rule 7 first, as on the full path: a socket may have come since. */
+			if ((flags & SL_FLOW_F_SOCKET) && sl_to_socket(ctx)) {
+				sl_count(CNT_TO_SOCKET, bytes);
+				return XDP_REDIRECT;
+			}
+			/* A drop the other side's new connection turned into a reply: full path. */
+			if (!(flags & SL_FLOW_F_CT_REVERSE) || !sl_ct_reverse_fresh(&p)) {
+				if (e->v.action != ACTION_ALLOW) {
+					sl_flow_event_info(&e->v, &ev);
+					goto drop;
+				}
+				/* Rule 8e, as the full path decided it. */
+				if (e->v.target) {
+					ret = sl_redirect_local(ctx, 1, e->v.macs, e->v.target,
+								e->v.slot, &slot);
+				} else {
+					ret = XDP_PASS;
+					slot = e->v.slot;
+				}
+				if (cfg.events_per_sec && (cfg.flags & CFG_EVENTS_ALLOWED)) {
+					sl_flow_event_info(&e->v, &ev);
+					ev.action = ACTION_ALLOW;
+					sl_emit_event(&cfg, &p, &ev);
+				}
+				sl_count(slot, bytes);
+				return ret;
+			}
+		}
+	}
+
+	struct sl_flow_verdict fv = {}; /* the verdict of rules 3 (later fragments) and 8a-8e */
+	int have_macs = 0;              /* fv.macs holds the target endpoint's MACs */
 	struct endpoint_value *rx_ep = bpf_map_lookup_elem(&endpoints, &ifindex);
 	if (parsed != SL_PARSE_OK) {
 		if (!rx_ep) {
@@ -200,19 +279,12 @@ int sluice_steer(struct xdp_md *ctx)
 	}
 
 	/* Rule 7: steer into the queue's AF_XDP socket. */
-	if (!(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE))) {
-		struct xsk_slot_key xkey = { .ifindex = ctx->ingress_ifindex,
-					     .queue = ctx->rx_queue_index };
-		__u32 *xslot = bpf_map_lookup_elem(&xsk_slots, &xkey);
-		__u32 sock_slot = xslot ? *xslot : 0;
-
-		if (xslot && bpf_map_lookup_elem(&xsks, &sock_slot) &&
-		    bpf_redirect_map(&xsks, sock_slot, XDP_PASS) == XDP_REDIRECT) {
-			sl_count(CNT_TO_SOCKET, bytes);
-			return XDP_REDIRECT;
-		}
-		/* No socket, or it closed between lookup and redirect: decide here. */
+	int socket_rule = !(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE));
+	if (socket_rule && sl_to_socket(ctx)) {
+		sl_count(CNT_TO_SOCKET, bytes);
+		return XDP_REDIRECT;
 	}
+	/* No socket, or it closed between lookup and redirect: decide here. */
 
 	/* Rule 8: fail open. */
 	if (cfg.flags & CFG_FAIL_OPEN) {
@@ -221,25 +293,25 @@ int sluice_steer(struct xdp_md *ctx)
 	}
 
 	__u32 target = 0; /* local endpoint to redirect to, 0: pass to the stack */
-	__u32 ok_slot;
 	struct endpoint_value *target_ep = NULL;
 
 	if (p.frag == SL_FRAG_LATER) {
 		/* Rule 3: later fragments follow their first fragment. */
-		struct frag_value *fv = sl_frag_lookup(&p);
+		struct frag_value *frag = sl_frag_lookup(&p);
 
-		if (!fv) {
+		if (!frag) {
 			ev.reason = DROP_FRAGMENT_WITHOUT_STATE;
 			goto drop;
 		}
-		if (fv->action != ACTION_ALLOW) {
-			ev.reason = fv->reason ? fv->reason : DROP_POLICY_DENIED;
+		if (frag->action != ACTION_ALLOW) {
+			ev.reason = frag->reason ? frag->reason : DROP_POLICY_DENIED;
 			goto drop;
 		}
-		target = fv->redirect_ifindex;
+		target = frag->redirect_ifindex;
 		if (target)
 			target_ep = bpf_map_lookup_elem(&endpoints, &target);
-		ok_slot = CNT_FRAGMENT_FOLLOWED;
+		fv.action = ACTION_ALLOW;
+		fv.slot = CNT_FRAGMENT_FOLLOWED;
 	} else {
 		/* Rules 8a-8c: the verdict. */
 		__u8 action = ACTION_ALLOW;
@@ -283,25 +355,50 @@ int sluice_steer(struct xdp_md *ctx)
 		/* Rule 3: remember the first fragment's verdict. */
 		if (p.frag == SL_FRAG_FIRST)
 			sl_frag_store(&p, action, reason, target);
-		if (action != ACTION_ALLOW) {
-			ev.reason = reason;
-			goto drop;
-		}
-		if (reply) {
-			ok_slot = CNT_CT_REPLY;
-		} else {
-			/* Rule 8d: track the connection policy allowed. */
-			sl_ct_track(&p);
-			ok_slot = target ? CNT_KERNEL_REDIRECT : CNT_KERNEL_PASS;
+		fv.action = action;
+		fv.reason = reason;
+		if (action == ACTION_ALLOW) {
+			if (reply) {
+				fv.slot = CNT_CT_REPLY;
+			} else {
+				/* Rule 8d: track the connection policy allowed. */
+				sl_ct_track(&p);
+				fv.slot = target ? CNT_KERNEL_REDIRECT : CNT_KERNEL_PASS;
+			}
+		} else if (reason != DROP_IDENTITY_COLLISION) {
+			int role = sl_ct_role(&p);
+
+			if (role == SL_CT_PORTS || role == SL_CT_ECHO_REPLY)
+				fv.flags |= SL_FLOW_F_CT_REVERSE;
 		}
 	}
-
+	fv.target = target;
+	if (target_ep) {
+		__builtin_memcpy((__u8 *)fv.macs, target_ep->pod_mac, 6);
+		__builtin_memcpy((__u8 *)fv.macs + 6, target_ep->host_mac, 6);
+		have_macs = 1;
+	}
+	fv.src_identity = ev.src_identity;
+	fv.dst_identity = ev.dst_identity;
+	fv.rule = ev.rule;
+	fv.direction = ev.direction;
+	/* Rule 11: cache the verdict of an unfragmented packet. */
+	if (p.frag == SL_FRAG_NONE) {
+		fv.generation = cfg.generation;
+		if (socket_rule)
+			fv.flags |= SL_FLOW_F_SOCKET;
+		sl_flow_store(&p, &fv);
+	}
+	if (fv.action != ACTION_ALLOW) {
+		ev.reason = fv.reason;
+		goto drop;
+	}
 	/* Rule 8e: allowed. */
-	if (target) {
-		ret = sl_redirect_local(ctx, target_ep, target, ok_slot, &slot);
+	if (fv.target) {
+		ret = sl_redirect_local(ctx, have_macs, fv.macs, fv.target, fv.slot, &slot);
 	} else {
 		ret = XDP_PASS;
-		slot = ok_slot;
+		slot = fv.slot;
 	}
 	ev.action = ACTION_ALLOW;
 	sl_emit_event(&cfg, &p, &ev);

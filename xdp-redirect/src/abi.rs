@@ -180,6 +180,10 @@ pub struct Config {
     pub flags: u32,
     /// Verdict events per second per CPU; 0 disables events.
     pub events_per_sec: u32,
+    /// Map-state generation: the loader bumps it (writing the config last) after every change
+    /// to the maps, and the program uses a cached per-flow verdict only while the generation
+    /// it was decided under is current (`bpf/flowcache.h`).
+    pub generation: u64,
 }
 
 /// Key of the `conntrack` map: the forward tuple of a connection the in-kernel policy allowed,
@@ -288,7 +292,8 @@ const _: () = {
     // C's offset 20 of `direction` is 4 bytes of prefix length plus this offset.
     assert!(offset_of!(PolicyKeyData, direction) == 16);
     assert!(size_of::<PolicyValue>() == 8);
-    assert!(size_of::<Config>() == 8);
+    assert!(size_of::<Config>() == 16);
+    assert!(offset_of!(Config, generation) == 8);
     assert!(size_of::<XskSlotKey>() == 8);
     assert!(size_of::<VerdictEvent>() == 80);
     assert!(offset_of!(VerdictEvent, rule) == 64);

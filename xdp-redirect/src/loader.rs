@@ -230,6 +230,10 @@ pub struct Dataplane {
     sockets: BTreeMap<XskSlotKey, u32>,
     mirror: Mirror,
     settings: DatapathSettings,
+    /// The generation last written to `config` (see [`Config::generation`]).
+    generation: u64,
+    /// A map was written since `config` last was: its generation must be bumped.
+    config_stale: bool,
 }
 
 impl fmt::Debug for Dataplane {
@@ -308,8 +312,22 @@ impl Dataplane {
             sockets: BTreeMap::new(),
             mirror: Mirror::default(),
             settings,
+            generation: 0,
+            config_stale: false,
         };
         plane.read_back()?;
+        // Go on from the generation a previous instance left: a number it used could match
+        // verdicts cached under it.
+        plane.generation = {
+            let config: Array<&MapData, Config> = Array::try_from(
+                plane
+                    .ebpf
+                    .map("config")
+                    .ok_or(LoaderError::MissingMap("config"))?,
+            )
+            .map_err(map_err("config"))?;
+            config.get(&0, 0).map_err(map_err("config"))?.generation
+        };
         plane.set_settings(settings)?;
         Ok(plane)
     }
@@ -319,11 +337,27 @@ impl Dataplane {
         &self.pin_dir
     }
 
-    /// Writes the config map.
+    /// Writes the config map (with the generation bumped: see [`Dataplane::generation`]).
     pub fn set_settings(&mut self, settings: DatapathSettings) -> Result<(), LoaderError> {
         if settings.fail_open {
             log::warn!("fail-open mode: with no AF_XDP socket bound, packets pass WITHOUT policy");
         }
+        self.write_config(settings)?;
+        self.settings = settings;
+        Ok(())
+    }
+
+    /// The map-state generation last written to the `config` map. Every change to the maps
+    /// ([`Dataplane::sync`], [`Dataplane::set_settings`]) is followed by a `config` write with
+    /// the generation bumped: the program then decides each flow again instead of using the
+    /// verdict it cached for it (`bpf/flowcache.h`). Anything else that writes the maps (or
+    /// deletes `conntrack` entries) must do the same.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Writes `config` from `settings` with the next generation, last after map changes.
+    fn write_config(&mut self, settings: DatapathSettings) -> Result<(), LoaderError> {
         let mut flags = 0;
         for (on, flag) in [
             (settings.fail_open, CFG_FAIL_OPEN),
@@ -335,6 +369,7 @@ impl Dataplane {
                 flags |= flag;
             }
         }
+        let generation = self.generation.wrapping_add(1);
         let mut config: Array<&mut MapData, Config> =
             Array::try_from(self.map_mut("config")?).map_err(map_err("config"))?;
         config
@@ -343,11 +378,13 @@ impl Dataplane {
                 Config {
                     flags,
                     events_per_sec: settings.events_per_sec,
+                    generation,
                 },
                 0,
             )
             .map_err(map_err("config"))?;
-        self.settings = settings;
+        self.generation = generation;
+        self.config_stale = false;
         Ok(())
     }
 
@@ -472,7 +509,8 @@ impl Dataplane {
 
     /// Steers managed traffic received on (`ifindex`, `queue`) into `socket`, which must be
     /// bound to that interface and queue (the kernel drops frames redirected to a socket bound
-    /// elsewhere).
+    /// elsewhere). No generation bump: the program looks for the queue's socket before it
+    /// uses a cached verdict, so flows it had decided in the kernel go to the socket at once.
     pub fn register_socket(
         &mut self,
         ifindex: u32,
@@ -652,8 +690,26 @@ impl Dataplane {
     /// Brings every map in line with `snapshot` by diff: entries that changed or are new are
     /// written first, stale ones deleted after, so a packet never meets a missing entry that
     /// both the old and the new state have. A map too small for the new state is an error
-    /// and nothing is truncated.
+    /// and nothing is truncated. When anything was written (even by a sync that then failed),
+    /// `config` is written last with the generation bumped, so that no verdict the program
+    /// cached outlives the state it was decided on.
     pub fn sync(
+        &mut self,
+        snapshot: &Snapshot,
+        facts: &dyn InterfaceFacts,
+    ) -> Result<SyncStats, LoaderError> {
+        let synced = self.sync_maps(snapshot, facts);
+        let bumped = if self.config_stale {
+            self.write_config(self.settings)
+        } else {
+            Ok(())
+        };
+        let stats = synced?;
+        bumped?;
+        Ok(stats)
+    }
+
+    fn sync_maps(
         &mut self,
         snapshot: &Snapshot,
         facts: &dyn InterfaceFacts,
@@ -796,12 +852,14 @@ impl Dataplane {
             .ok_or(LoaderError::MissingMap(name))?;
         for (k, v) in new {
             if old.get(k) != Some(v) {
+                self.config_stale = true;
                 write(map, k, Some(v)).map_err(map_err(name))?;
                 stats.upserted += 1;
             }
         }
         for k in old.keys() {
             if !new.contains_key(k) {
+                self.config_stale = true;
                 match write(map, k, None) {
                     Ok(()) | Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(map_err(name)(e)),

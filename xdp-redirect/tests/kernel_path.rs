@@ -20,7 +20,7 @@ use identity_cache::verdict::DropReason;
 use support::Pod;
 use xdp_redirect::abi::{CNT_KERNEL_REDIRECT, CNT_NON_IP};
 use xdp_redirect::ipcache_map::InterfaceFacts;
-use xdp_redirect::loader::{DatapathSettings, Dataplane};
+use xdp_redirect::loader::{DatapathSettings, Dataplane, SyncStats};
 
 struct Facts(BTreeMap<u32, [u8; 6]>);
 
@@ -71,6 +71,12 @@ spec:
 
 /// Sends one UDP datagram from `from` to `to:port` and reports whether it arrived.
 fn udp_delivered(from: &Pod, to: &Pod, port: u16) -> bool {
+    udp_delivered_from(from, 0, to, port)
+}
+
+/// Sends one UDP datagram from `from`'s source port `sport` (0: any) to `to:port` and reports
+/// whether it arrived. With a fixed `sport`, every call sends a packet of the same flow.
+fn udp_delivered_from(from: &Pod, sport: u16, to: &Pod, port: u16) -> bool {
     let dst = SocketAddrV4::new(to.ip, port);
     let src_ip = from.ip;
     let receiver = {
@@ -88,7 +94,7 @@ fn udp_delivered(from: &Pod, to: &Pod, port: u16) -> bool {
     };
     std::thread::sleep(Duration::from_millis(100));
     from.ns.run(move || {
-        let sock = UdpSocket::bind(SocketAddrV4::new(src_ip, 0)).expect("bind");
+        let sock = UdpSocket::bind(SocketAddrV4::new(src_ip, sport)).expect("bind");
         sock.send_to(b"sluice", dst).expect("send");
     });
     receiver.join().expect("receiver")
@@ -212,6 +218,129 @@ fn kernel_path_enforces_policy_with_real_packets() {
         udp_delivered(&a, &b, 5001),
         "detached: forwarding is plain again"
     );
+}
+
+/// `POLICY` with UDP 5001 allowed instead of 5000 (same name: it replaces `POLICY`).
+const POLICY_5001: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: b-from-a, namespace: t}
+spec:
+  endpointSelector: {matchLabels: {app: b}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: a}}]
+    toPorts: [{ports: [{port: \"5001\", protocol: UDP}, {port: \"8080\", protocol: TCP}]}]
+";
+
+fn upsert_policy(cache: &mut IdentityCache, manifest: &str) {
+    match parse_manifest(manifest).expect("policy") {
+        ParsedManifest::Policy(p) => cache.upsert_policy(p),
+        ParsedManifest::Empty => unreachable!("policy text is not empty"),
+    }
+}
+
+/// The program caches each flow's verdict (bpf/flowcache.h) under the config generation that
+/// `sync` and `set_settings` bump: a policy change reaches flows already decided at their next
+/// packet, both ways. (These packets are too far apart to be sure each meets its flow's cached
+/// verdict rather than a revalidation; prog_test_run.py checks the hits themselves.)
+#[test]
+fn a_policy_change_reaches_flows_whose_verdicts_are_cached() {
+    if !support::privileged() {
+        eprintln!("skipped: needs root to create namespaces and load BPF");
+        return;
+    }
+    support::ensure_bpffs();
+    let node = support::node();
+    let a = Pod::attach(&node, 1);
+    let b = Pod::attach(&node, 2);
+    let pin_dir =
+        std::path::PathBuf::from(format!("/sys/fs/bpf/{}", support::unique("sluice-test-")));
+    let _pins = support::RemoveDir(pin_dir.clone());
+
+    let mut cache = IdentityCache::new(ClusterKey::default(), EnforcementConfig::default());
+    cache.upsert_workload(workload(&a, "a", "a")).expect("a");
+    cache.upsert_workload(workload(&b, "b", "b")).expect("b");
+    upsert_policy(&mut cache, POLICY);
+    let snapshot = cache.pending();
+    let facts = Facts(BTreeMap::from([
+        (a.host_ifindex, a.host_mac),
+        (b.host_ifindex, b.host_mac),
+    ]));
+    let (ai, bi) = (a.host_ifindex, b.host_ifindex);
+    let (mut plane, facts) = node.run({
+        let pin_dir = pin_dir.clone();
+        move || {
+            let mut plane = Dataplane::open(&pin_dir, DatapathSettings::default()).expect("load");
+            plane.sync(&snapshot, &facts).expect("sync");
+            plane.attach(ai).expect("attach a");
+            plane.attach(bi).expect("attach b");
+            (plane, facts)
+        }
+    });
+
+    // Several packets of two flows, decided once and then (mostly) from the cache.
+    for i in 0..3 {
+        assert!(
+            udp_delivered_from(&a, 40000, &b, 5000),
+            "allowed flow, packet {i}"
+        );
+        assert!(
+            !udp_delivered_from(&a, 40001, &b, 5001),
+            "denied flow, packet {i}"
+        );
+    }
+    let generation = plane.generation();
+    let snapshot = cache.pending();
+    let (mut plane, facts) = node.run(move || {
+        let stats = plane.sync(&snapshot, &facts).expect("sync");
+        assert_eq!(stats, SyncStats::default(), "nothing changed");
+        (plane, facts)
+    });
+    assert_eq!(
+        plane.generation(),
+        generation,
+        "a sync that writes nothing keeps the generation (and the cached verdicts)"
+    );
+
+    // 5000 revoked, 5001 allowed: the sync bumps the generation after writing the maps.
+    upsert_policy(&mut cache, POLICY_5001);
+    let snapshot = cache.pending();
+    let mut plane = node.run(move || {
+        plane.sync(&snapshot, &facts).expect("sync");
+        plane
+    });
+    assert!(
+        plane.generation() > generation,
+        "the sync bumped the generation"
+    );
+    assert!(
+        !udp_delivered_from(&a, 40000, &b, 5000),
+        "the cached allow is gone at the flow's next packet"
+    );
+    assert!(
+        udp_delivered_from(&a, 40001, &b, 5001),
+        "the cached drop is gone at the flow's next packet"
+    );
+    let counters = plane.counters().expect("counters");
+    assert!(
+        counters.dropped(DropReason::PolicyDenied) >= 4,
+        "every denied packet counted, cached or not: {counters:?}"
+    );
+    let generation = plane.generation();
+    plane
+        .set_settings(DatapathSettings {
+            events_per_sec: 5,
+            ..DatapathSettings::default()
+        })
+        .expect("settings");
+    assert!(plane.generation() > generation, "set_settings bumps it too");
+    // Another loader on the same pins goes on from the generation it finds there.
+    let generation = plane.generation();
+    let second = node.run(move || Dataplane::open(&pin_dir, DatapathSettings::default()));
+    assert!(
+        second.expect("reopen").generation() > generation,
+        "a reopened loader never reuses a generation"
+    );
+    node.run(move || plane.destroy().expect("destroy"));
 }
 
 #[test]

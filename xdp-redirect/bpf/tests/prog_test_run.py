@@ -11,6 +11,11 @@ with bpftool, runs crafted frames and checks: return code, the counter slot that
 output frame (MAC rewrite, VLAN strip), verdict events read from the ring buffer (mmap), and
 that the counter slots sum to the frames run. Removes the netns and pins on exit.
 
+Flow cache (flowcache.h): every map write is followed by a config write with the generation
+bumped, as the loader does, and every frame runs on CPU 0, so a flow's later frames meet the
+verdict its first one cached; the "fc" cases check hits against misses, generation bumps,
+sockets appearing for cached flows, conntrack and the revalidation interval.
+
     python3 xdp-redirect/bpf/tests/prog_test_run.py [path/to/steer.o]
 """
 import ctypes, json, mmap, os, struct, subprocess, sys, tempfile, atexit, ipaddress
@@ -70,14 +75,33 @@ def map_id(name):
     return str(json.loads(sh("bpftool", "-j", "map", "show", "pinned", f"{MAPS}/{name}"))["id"])
 
 
-def map_update(name, key, value):
+# The config the test last wrote, and its generation: like the loader, every map write below is
+# followed by a config write with the generation bumped, so that no cached verdict (flowcache.h)
+# outlives the state it was decided on. bump=False leaves the generation alone (flow cache cases).
+CONFIG = dict(flags=0, events_per_sec=0)
+GENERATION = 0
+
+
+def write_config():
+    global GENERATION
+    GENERATION += 1
+    sh("ip", "netns", "exec", NS, "bpftool", "map", "update", "id", map_id("config"), "key", "hex",
+       *hexb(struct.pack("<I", 0)), "value", "hex",
+       *hexb(struct.pack("<IIQ", CONFIG["flags"], CONFIG["events_per_sec"], GENERATION)))
+
+
+def map_update(name, key, value, bump=True):
     # Inside the netns: a devmap resolves its ifindex values in the updater's network namespace.
     sh("ip", "netns", "exec", NS, "bpftool", "map", "update", "id", map_id(name), "key", "hex", *hexb(key),
        "value", "hex", *hexb(value))
+    if bump:
+        write_config()
 
 
-def map_delete(name, key):
+def map_delete(name, key, bump=True):
     sh("ip", "netns", "exec", NS, "bpftool", "map", "delete", "id", map_id(name), "key", "hex", *hexb(key))
+    if bump:
+        write_config()
 
 
 def map_lookup(name, key):
@@ -145,7 +169,8 @@ def policy(local, remote, direction, action, rule, proto=None, port=None, port_b
 
 
 def config(flags=0, events_per_sec=100000):
-    map_update("config", struct.pack("<I", 0), struct.pack("<II", flags, events_per_sec))
+    CONFIG.update(flags=flags, events_per_sec=events_per_sec)
+    write_config()
 
 
 CFG_FAIL_OPEN, CFG_ALLOW_FROM_HOST, CFG_CIDR_SELECTS_PODS, CFG_EVENTS_ALLOWED = 1, 2, 4, 8
@@ -279,8 +304,10 @@ def run(frame, ifindex, repeat=1):
         fin, fout, cin = f"{d}/in", f"{d}/out", f"{d}/ctx"
         open(fin, "wb").write(frame)
         open(cin, "wb").write(struct.pack("<IIIIII", 0, len(frame), 0, ifindex, 0, 0))
-        out = sh("ip", "netns", "exec", NS, "bpftool", "-j", "prog", "run", "id", str(PROG_ID), "data_in", fin,
-                 "data_out", fout, "ctx_in", cin, "repeat", str(repeat))
+        # On CPU 0 every time: the flow cache is per CPU, so a flow's later packets meet the
+        # verdict its first one cached (and the cache cases below can count on it).
+        out = sh("ip", "netns", "exec", NS, "taskset", "-c", "0", "bpftool", "-j", "prog", "run", "id",
+                 str(PROG_ID), "data_in", fin, "data_out", fout, "ctx_in", cin, "repeat", str(repeat))
         RUNS += repeat
         return json.loads(out)["retval"], open(fout, "rb").read()
 
@@ -487,6 +514,193 @@ check("v6 VLAN-tagged, stripped", v6(A6, B6, "tcp", 1, 80, vlan=9), HA, XDP_REDI
       want_frame=B_MACS + v6(A6, B6, "tcp", 1, 80)[12:])
 check("SCTP ports", v4(A4, B4, "sctp", 1, 80), HA, XDP_DROP, "POLICY_DENIED", want_event=dict(protocol=132, dport=80, sport=1))
 
+# ---------------------------------------------------------------- flow cache (flowcache.h)
+# Verdicts of rules 8a-8e for unfragmented packets are cached per CPU, keyed by (ingress
+# ifindex, family, protocol, addresses, ports / ICMP type and identifier), valid for one config
+# generation. Every run is on CPU 0 (see run()), so a flow's next packet meets its cached verdict.
+FLOW_BITS = 12  # SL_FLOW_CACHE_BITS: 4096 slots per CPU
+FLOW_F_SOCKET, FLOW_F_CT_REVERSE = 2, 4
+FLOW_REVALIDATE_JIFFIES = 100
+
+
+def flow_cache_id():
+    prog = json.loads(sh("bpftool", "-j", "prog", "show", "id", str(PROG_ID)))
+    for mid in prog["map_ids"]:
+        if json.loads(sh("bpftool", "-j", "map", "show", "id", str(mid)))["name"] == "flow_cache":
+            return str(mid)
+    raise RuntimeError("the program has no flow_cache map")
+
+
+FLOW_CACHE = flow_cache_id()
+
+
+def flow_key(src, dst, proto, sport, dport, ifindex, icmp_id=0):
+    """The flow key: the first 48 bytes of struct sl_pkt. ICMP: dport = type, icmp_id = the
+    identifier field (l4() writes 1)."""
+    a, b = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    return (a.packed.ljust(16, b"\0") + b.packed.ljust(16, b"\0")
+            + struct.pack("<IHHHBBI", ifindex, sport, dport, icmp_id, a.version, PROTO[proto], 0))
+
+
+FLOW_MULT = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+             0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
+
+
+def flow_index(key):
+    """sl_flow_index: multiply-shift over the key's six 64-bit words, top 12 bits."""
+    h = sum(w * m for (w,), m in zip(struct.iter_unpack("<Q", key), FLOW_MULT)) & ((1 << 64) - 1)
+    return h >> (64 - FLOW_BITS)
+
+
+def flow_entry(key, cpu=0):
+    """CPU cpu's entry for the flow (struct sl_flow_entry as a dict), or None when its slot holds
+    nothing valid or another flow."""
+    r = json.loads(sh("bpftool", "-j", "map", "lookup", "id", FLOW_CACHE, "key", "hex",
+                      *hexb(struct.pack("<I", flow_index(key)))))
+    raw = next(bytes(int(x, 16) for x in v["value"]) for v in r["values"] if v["cpu"] == cpu)
+    (k, decided, generation, sid, did, rule, target, macs, action, slot, reason, direction, flags,
+     valid) = struct.unpack("<48sQQQQII12sBBBBB7xQ", raw)
+    if not valid & 1 or k != key:
+        return None
+    return dict(decided=decided, generation=generation, src_identity=sid, dst_identity=did, rule=rule,
+                target=target, macs=macs, action=action, slot=slot, reason=reason, direction=direction,
+                flags=flags)
+
+
+def expect(name, problems):
+    print(("ok   " if not problems else "FAIL ") + name + ("" if not problems else ": " + "; ".join(problems)))
+    if problems:
+        FAILS.append(name)
+
+
+def expect_cached(name, key, **want):
+    """The flow's entry on CPU 0 is valid for the current generation and has the fields in want."""
+    e = flow_entry(key)
+    problems = []
+    if e is None:
+        problems.append("not cached")
+    else:
+        if e["generation"] != GENERATION:
+            problems.append(f"generation {e['generation']} != {GENERATION}")
+        problems += [f"{k}={e[k]} != {v}" for k, v in want.items() if e[k] != v]
+    expect(name, problems)
+    return e
+
+
+def check_hit(name, frame, ifindex, want_ret, want_slot, key, want_frame=None, want_event=None, **entry):
+    """After a generation bump the flow's first packet is decided by the full path and cached; the
+    second is served from the cache (its entry is not decided again: same `decided` jiffies,
+    unless 100 jiffies passed and it was rightly revalidated). Both give the same retval, counter
+    slot, output frame and event."""
+    write_config()
+    out1 = check(name + " [full path]", frame, ifindex, want_ret, want_slot, want_frame, want_event)
+    e1 = expect_cached(name + " [cached]", key, **entry)
+    time.sleep(0.02)  # a jiffy or more: a second decision would show in `decided`
+    out2 = check(name + " [cache hit]", frame, ifindex, want_ret, want_slot, want_frame, want_event)
+    e2 = flow_entry(key)
+    problems = []
+    if out1 != out2:
+        problems.append(f"frame {out2.hex()} != {out1.hex()}")
+    if e1 is None or e2 is None:
+        problems.append("not cached")
+    elif e2["decided"] != e1["decided"]:
+        if e2["decided"] - e1["decided"] < FLOW_REVALIDATE_JIFFIES:
+            problems.append(f"decided again after {e2['decided'] - e1['decided']} jiffies: not a hit")
+        else:
+            print(f"note {name}: revalidated ({e2['decided'] - e1['decided']} jiffies between the runs)")
+    expect(name + " [hit = miss]", problems)
+
+
+import time
+
+f = v4(A4, B4, "tcp", 2001, 80)
+check_hit("fc: v4 A->B tcp/80 redirect, MACs rewritten", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT",
+          flow_key(A4, B4, "tcp", 2001, 80, HA), want_frame=B_MACS + f[12:], want_event=False,
+          action=ALLOW, slot=CNT["KERNEL_REDIRECT"], target=HB, macs=B_MACS, flags=FLOW_F_SOCKET)
+check("fc: the cached redirect on a VLAN-tagged frame of the flow strips the tag", v4(A4, B4, "tcp", 2001, 80, vlan=5),
+      HA, XDP_REDIRECT, "KERNEL_REDIRECT", want_frame=B_MACS + f[12:])
+check_hit("fc: v4 A->B tcp/81 default deny, event", v4(A4, B4, "tcp", 2001, 81), HA, XDP_DROP, "POLICY_DENIED",
+          flow_key(A4, B4, "tcp", 2001, 81, HA),
+          want_event=dict(action=DENY, reason=1, rule=77, direction=INGRESS, src_identity=ID_A, dst_identity=ID_B,
+                          dport=81, sport=2001, protocol=6, family=4, ifindex=HA),
+          action=DENY, reason=1, rule=77, flags=FLOW_F_SOCKET | FLOW_F_CT_REVERSE)
+check_hit("fc: v4 A->B udp/53 deny rule, event", v4(A4, B4, "udp", 2001, 53), HA, XDP_DROP, "POLICY_DENY_RULE",
+          flow_key(A4, B4, "udp", 2001, 53, HA), want_event=dict(reason=2, rule=12, direction=INGRESS),
+          action=DENY, reason=2, rule=12)
+check_hit("fc: v4 A->C tcp/443 pass (A not selected)", v4(A4, C4, "tcp", 2001, 443), HA, XDP_PASS, "KERNEL_PASS",
+          flow_key(A4, C4, "tcp", 2001, 443, HA), want_frame=v4(A4, C4, "tcp", 2001, 443), want_event=False,
+          action=ALLOW, slot=CNT["KERNEL_PASS"], target=0)
+check_hit("fc: world -> B on the uplink, default deny", v4("9.9.9.9", B4, "tcp", 2001, 80), HU, XDP_DROP,
+          "POLICY_DENIED", flow_key("9.9.9.9", B4, "tcp", 2001, 80, HU),
+          want_event=dict(src_identity=9, direction=INGRESS, ifindex=HU))
+check_hit("fc: v4 A->B icmp echo (identifier in the key)", v4(A4, B4, "icmp", 0, 8), HA, XDP_REDIRECT,
+          "KERNEL_REDIRECT", flow_key(A4, B4, "icmp", 0, 8, HA, icmp_id=1))
+f = v6(A6, B6, "tcp", 2001, 80)
+check_hit("fc: v6 A->B tcp/80 redirect", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT", flow_key(A6, B6, "tcp", 2001, 80, HA),
+          want_frame=B_MACS + f[12:])
+check_hit("fc: v6 A->B tcp/81 denied", v6(A6, B6, "tcp", 2001, 81), HA, XDP_DROP, "POLICY_DENIED",
+          flow_key(A6, B6, "tcp", 2001, 81, HA), want_event=dict(family=6, src_ip=ip6(A6), dst_ip=ip6(B6), dport=81))
+config(CFG_EVENTS_ALLOWED)
+check_hit("fc: allowed event (CFG_EVENTS_ALLOWED) from the cache too", v4(A4, B4, "tcp", 2001, 80), HA, XDP_REDIRECT,
+          "KERNEL_REDIRECT", flow_key(A4, B4, "tcp", 2001, 80, HA),
+          want_event=dict(action=ALLOW, reason=0, rule=11, direction=INGRESS, src_identity=ID_A, dst_identity=ID_B))
+config(0)
+local_policy(ID_C, collided=1)
+check_hit("fc: collided source identity", v4(C4, B4, "tcp", 2001, 80), HU, XDP_DROP, "IDENTITY_COLLISION",
+          flow_key(C4, B4, "tcp", 2001, 80, HU), want_event=dict(reason=8, rule=0), flags=FLOW_F_SOCKET)
+map_delete("local_policy", struct.pack("<Q", ID_C))
+check("fc: collision lifted (generation bump): policy decides the flow", v4(C4, B4, "tcp", 2001, 80), HU, XDP_DROP,
+      "POLICY_DENIED")
+for name, fr, ifx in (("spoofed source", v4(B4, B4, "tcp", 2002, 80), HA),
+                      ("first fragment", v4(A4, B4, "tcp", 2002, 80, ident=500, flags_off=0x2000), HA),
+                      ("uplink, not pod traffic", v4(C4, "8.8.8.8", "udp", 2002, 53), HU)):
+    run(fr, ifx)
+    src, dst = (B4, B4) if name == "spoofed source" else ((C4, "8.8.8.8") if ifx == HU else (A4, B4))
+    proto, dport = ("udp", 53) if ifx == HU else ("tcp", 80)
+    expect(f"fc: {name} is not cached", ["cached"] if flow_entry(flow_key(src, dst, proto, 2002, dport, ifx)) else [])
+
+# Each map write is followed by a generation bump (config written last), as the loader does: the
+# next packet is decided on the new state. Without the bump the cached verdict would stand.
+f = v4(A4, B4, "tcp", 2003, 80)
+check("fc: A->B tcp/80 allowed", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT")
+map_delete("policy", policy_key(ID_B, ID_A, INGRESS, "tcp", 80), bump=False)
+check("fc: policy entry deleted, generation not bumped: the cached allow stands", f, HA, XDP_REDIRECT,
+      "KERNEL_REDIRECT")
+write_config()
+check("fc: generation bumped: the policy change is honoured at the next packet", f, HA, XDP_DROP, "POLICY_DENIED",
+      want_event=dict(reason=1, rule=77))
+expect_cached("fc: the deny cached under the new generation", flow_key(A4, B4, "tcp", 2003, 80, HA), action=DENY)
+policy(ID_B, ID_A, INGRESS, ALLOW, 11, "tcp", 80)  # map_update bumps
+check("fc: policy restored: allowed at the next packet", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT",
+      want_frame=B_MACS + f[12:])
+local_policy(ID_B, ingress=0, ingress_rule=0)
+check("fc: B's ingress no longer enforced: tcp/81 allowed at the next packet", v4(A4, B4, "tcp", 2001, 81), HA,
+      XDP_REDIRECT, "KERNEL_REDIRECT")
+local_policy(ID_B, ingress=1, ingress_rule=77)
+check("fc: enforced again: tcp/81 denied at the next packet", v4(A4, B4, "tcp", 2001, 81), HA, XDP_DROP,
+      "POLICY_DENIED")
+endpoint(HB, ID_B, MAC["a_pod"], MAC["b_host"])
+check("fc: B's pod MAC changed: the next redirect writes the new one", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT",
+      want_frame=MAC["a_pod"] + MAC["b_host"] + f[12:])
+endpoint(HB, ID_B, MAC["b_pod"], MAC["b_host"])
+ipcache(f"{B4}/32", ID_C, HB)
+check("fc: B's address now has identity C (no policy): the next packet passes policy-free", f, HA, XDP_REDIRECT,
+      "KERNEL_REDIRECT")
+check("fc: ... and tcp/81 too", v4(A4, B4, "tcp", 2001, 81), HA, XDP_REDIRECT, "KERNEL_REDIRECT")
+ipcache(f"{B4}/32", ID_B, HB)
+check("fc: identity B again: tcp/81 denied", v4(A4, B4, "tcp", 2001, 81), HA, XDP_DROP, "POLICY_DENIED")
+config(CFG_FAIL_OPEN)
+check("fc: fail open (config write): a cached drop is not used", v4(A4, B4, "tcp", 2001, 81), HA, XDP_PASS, "FAIL_OPEN")
+config(0)
+# The redirect is carried out again on every hit: a devmap entry gone (without a bump) fails it.
+check("fc: A->B tcp/80 cached", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT")
+map_delete("redirect_devmap", struct.pack("<I", HB), bump=False)
+check("fc: devmap entry gone: the cached redirect fails, frame passed unmodified", f, HA, XDP_PASS, "REDIRECT_FAILED",
+      want_frame=f)
+map_update("redirect_devmap", struct.pack("<I", HB), devmap_val(HB))
+check("fc: devmap entry back", f, HA, XDP_REDIRECT, "KERNEL_REDIRECT")
+
+
 # connection tracking (conntrack.h): replies of connections the in-kernel policy allowed skip
 # policy (CNT_CT_REPLY); forward packets are always decided by policy.
 import time
@@ -657,6 +871,46 @@ if not ok:
     FAILS.append("ct revive")
 
 
+# Flow cache and conntrack. A cached drop of a packet that could be a reply checks the reverse
+# tuple on every hit: once the other side opens the connection, the packet is a reply.
+d = v4(A4, B4, "udp", 53, 40100)
+check_hit("fc ct: unsolicited A->B udp 53->40100 denied", d, HA, XDP_DROP, "POLICY_DENY_RULE",
+          flow_key(A4, B4, "udp", 53, 40100, HA), flags=FLOW_F_SOCKET | FLOW_F_CT_REVERSE)
+g = v4(B4, A4, "udp", 40100, 53)
+check("fc ct: B->A udp 40100->53 allowed (recorded)", g, HB, XDP_REDIRECT, "KERNEL_REDIRECT")
+check("fc ct: the cached drop A->B is now a reply (no generation bump)", d, HA, XDP_REDIRECT, "CT_REPLY",
+      want_frame=B_MACS + d[12:])
+expect_cached("fc ct: the reply is cached", flow_key(A4, B4, "udp", 53, 40100, HA), action=ALLOW,
+              slot=CNT["CT_REPLY"], target=HB)
+check("fc ct: the cached reply", d, HA, XDP_REDIRECT, "CT_REPLY", want_frame=B_MACS + d[12:])
+# A cached allow does not touch conntrack: the full path, taken again once the entry is 100
+# jiffies old (at most 1 s), records the connection again. (Where a run was itself such a
+# revalidation, shown by the flow's `decided`, the hit-only expectation is skipped.)
+gk = flow_key(B4, A4, "udp", 40100, 53, HB)
+e0, g0 = ct_entry(B4, A4, "udp", 40100, 53), flow_entry(gk)
+check("fc ct: B->A again (cached allow)", g, HB, XDP_REDIRECT, "KERNEL_REDIRECT")
+e1, g1 = ct_entry(B4, A4, "udp", 40100, 53), flow_entry(gk)
+if g0 and g1 and g0["decided"] == g1["decided"]:
+    expect("fc ct: a cache hit leaves the conntrack entry alone", [] if e1 == e0 else [f"{e0} -> {e1}"])
+else:
+    print("note fc ct: B->A was revalidated between the runs: hit-only check skipped")
+map_delete("conntrack", ct_key(B4, A4, "udp", 40100, 53), bump=False)
+g0 = flow_entry(gk)
+check("fc ct: its conntrack entry deleted (no bump): the cached allow stands", g, HB, XDP_REDIRECT, "KERNEL_REDIRECT")
+g1 = flow_entry(gk)
+if g0 and g1 and g0["decided"] == g1["decided"]:
+    ct_expect("fc ct: ... and a hit records nothing", (B4, A4, "udp", 40100, 53), present=False)
+else:
+    print("note fc ct: B->A was revalidated between the runs: hit-only check skipped")
+time.sleep(1.2)  # > 100 jiffies at any HZ >= 100
+check("fc ct: 100 jiffies later the full path decides again and records the connection", g, HB, XDP_REDIRECT,
+      "KERNEL_REDIRECT")
+e2 = ct_expect("fc ct: recorded again", (B4, A4, "udp", 40100, 53), flags=0)
+ok = e2 is not None and e2[0] > time.clock_gettime_ns(time.CLOCK_MONOTONIC) - 2 * NSEC
+expect("fc ct: recorded now", [] if ok else [f"{e2}"])
+check("fc ct: A->B reply", d, HA, XDP_REDIRECT, "CT_REPLY")
+
+
 # AF_XDP steering: a copy-mode socket bound to A's veth queue 0, placed in `xsks` slot 0 and
 # `xsk_slots[(A's ifindex, queue 0)] = 0`.
 def bpf_map_get_fd_by_id(map_id):
@@ -702,6 +956,15 @@ def xsk_socket(ifindex, queue=0):
     return sk, umem
 
 
+# Cached verdicts of A's flows (A is not in kernel mode: they record that rule 7 applies).
+fs_allow, fs_deny = v4(A4, B4, "tcp", 2100, 80), v4(A4, B4, "tcp", 2100, 81)
+check("fc socket: A->B tcp/80 allowed in kernel (no socket yet)", fs_allow, HA, XDP_REDIRECT, "KERNEL_REDIRECT")
+check("fc socket: A->B tcp/81 denied in kernel (no socket yet)", fs_deny, HA, XDP_DROP, "POLICY_DENIED")
+expect_cached("fc socket: the allow is cached, socket rule recorded", flow_key(A4, B4, "tcp", 2100, 80, HA),
+              action=ALLOW, flags=FLOW_F_SOCKET)
+expect_cached("fc socket: the drop is cached, socket rule recorded", flow_key(A4, B4, "tcp", 2100, 81, HA),
+              action=DENY, flags=FLOW_F_SOCKET | FLOW_F_CT_REVERSE)
+
 xsks_fd = bpf_map_get_fd_by_id(int(map_id("xsks")))
 sock, _umem = xsk_socket(HA)
 bpf_map_update(xsks_fd, struct.pack("<I", 0), struct.pack("<I", sock.fileno()))
@@ -709,6 +972,10 @@ slots_fd = bpf_map_get_fd_by_id(int(map_id("xsk_slots")))
 bpf_map_update(slots_fd, struct.pack("<II", HA, 0), struct.pack("<I", 0))
 check("socket on the queue: steered to AF_XDP (no policy in kernel)", v4(A4, B4, "tcp", 1, 81), HA, XDP_REDIRECT,
       "TO_SOCKET", want_event=False)
+# The socket came by map writes the generation does not cover: a hit looks for it first.
+check("fc socket: the cached allow's next packet goes to the new socket", fs_allow, HA, XDP_REDIRECT, "TO_SOCKET",
+      want_frame=fs_allow, want_event=False)
+check("fc socket: so does the cached drop's", fs_deny, HA, XDP_REDIRECT, "TO_SOCKET", want_event=False)
 check("socket on the queue: later fragment steered too", v4(A4, B4, "tcp", body=b"y" * 16, ident=999, flags_off=3), HA,
       XDP_REDIRECT, "TO_SOCKET")
 check("socket on the queue: spoofing dropped first", v4(B4, B4, "tcp", 1, 81), HA, XDP_DROP, "SPOOFED_SOURCE")
@@ -723,6 +990,9 @@ check("kernel mode endpoint: allowed redirect", v4(A4, B4, "tcp", 1, 80), HA, XD
 endpoint(HA, ID_A, MAC["a_pod"], MAC["a_host"])
 sock.close()  # the kernel removes a closed socket from the XSKMAP
 check("socket closed: back to the in-kernel path", v4(A4, B4, "tcp", 1, 81), HA, XDP_DROP, "POLICY_DENIED")
+check("fc socket: socket closed: the cached allow applies again", fs_allow, HA, XDP_REDIRECT, "KERNEL_REDIRECT",
+      want_frame=B_MACS + fs_allow[12:])
+check("fc socket: socket closed: the cached drop applies again", fs_deny, HA, XDP_DROP, "POLICY_DENIED")
 
 # redirect failure: endpoint without a devmap entry
 map_delete("redirect_devmap", struct.pack("<I", HB))
