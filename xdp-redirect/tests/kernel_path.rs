@@ -18,7 +18,7 @@ use identity_cache::state::{IdentityCache, LocalAttachment, Workload};
 use identity_cache::tables::EnforcementConfig;
 use identity_cache::verdict::DropReason;
 use support::Pod;
-use xdp_redirect::abi::{CNT_KERNEL_REDIRECT, CNT_NON_IP};
+use xdp_redirect::abi::{CNT_KERNEL_PASS, CNT_KERNEL_REDIRECT, CNT_NON_IP};
 use xdp_redirect::ipcache_map::InterfaceFacts;
 use xdp_redirect::loader::{DatapathSettings, Dataplane, SyncStats};
 
@@ -189,6 +189,38 @@ fn kernel_path_enforces_policy_with_real_packets() {
     );
     assert!(ping(&a, b.ip), "allowed ICMP echo");
     assert!(ping(&b, a.ip), "b -> a is not enforced");
+
+    // A permitted packet for a destination that is not a local endpoint (here the node's own
+    // address) is passed to the kernel stack, which delivers it.
+    let before_pass = plane.counters().expect("counters").packets(CNT_KERNEL_PASS);
+    let gateway = SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, 1), 6000);
+    let node_rx = {
+        let path = node.name.clone();
+        std::thread::spawn(move || {
+            support::in_netns(&path, move || {
+                let sock = UdpSocket::bind(gateway).expect("bind on the node");
+                sock.set_read_timeout(Some(Duration::from_millis(700)))
+                    .expect("timeout");
+                let mut buf = [0u8; 64];
+                sock.recv_from(&mut buf)
+                    .is_ok_and(|(n, _)| &buf[..n] == b"to-node")
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let a_ip = a.ip;
+    a.ns.run(move || {
+        let sock = UdpSocket::bind(SocketAddrV4::new(a_ip, 0)).expect("bind");
+        sock.send_to(b"to-node", gateway).expect("send");
+    });
+    assert!(
+        node_rx.join().expect("node receiver"),
+        "pod -> node passed to the stack"
+    );
+    assert!(
+        plane.counters().expect("counters").packets(CNT_KERNEL_PASS) > before_pass,
+        "counted as allowed in the kernel and passed"
+    );
 
     let counters = plane.counters().expect("counters");
     assert!(
