@@ -65,6 +65,7 @@ use identity_cache::tables::EnforcementConfig;
 use xdp_redirect::abi::{CNT_KERNEL_REDIRECT, CNT_REDIRECT_FAILED};
 use xdp_redirect::ipcache_map::InterfaceFacts;
 use xdp_redirect::loader::{AttachMode, Counters, DatapathSettings, Dataplane};
+use xdp_redirect::test_run::{BPF_F_TEST_XDP_LIVE_FRAMES, xdp_test_run};
 
 /// UDP destination port of the benchmark frames (what the sink's policy allows).
 const BENCH_PORT: u16 = 9;
@@ -77,8 +78,6 @@ const NODE_CPU: usize = 0;
 const GEN_CPU: usize = 1;
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 /// Set by SIGINT/SIGTERM.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -254,40 +253,6 @@ fn set_nice(tid: libc::pid_t, nice: i32) -> Result<()> {
 
 // ---- raw bpf(2) ---------------------------------------------------------------------------
 
-/// `union bpf_attr` for BPF_PROG_TEST_RUN (`test`), 80 bytes.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    pad: u32,
-}
-
-/// `struct xdp_md`.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
-
 /// One BPF_PROG_TEST_RUN of an XDP program on `frame` arriving at `ifindex` (resolved in the
 /// calling thread's namespace). Returns (retval, duration ns per repeat).
 fn prog_test_run(
@@ -297,35 +262,9 @@ fn prog_test_run(
     repeat: u32,
     flags: u32,
 ) -> io::Result<(u32, u32)> {
-    let ctx = XdpMd {
-        data_end: frame.len() as u32,
-        ingress_ifindex: ifindex,
-        ..XdpMd::default()
-    };
-    let mut attr = TestRunAttr {
-        prog_fd: prog_fd as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat,
-        ctx_size_in: size_of::<XdpMd>() as u32,
-        ctx_in: (&raw const ctx) as u64,
-        flags,
-        ..TestRunAttr::default()
-    };
-    // SAFETY: the attr points at `frame` and `ctx`, which outlive the call; no output buffers
-    // are given (data_out/ctx_out are 0), so the kernel writes only into `attr`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((attr.retval, attr.duration))
+    // SAFETY: callers pass the fd of a program they hold open for the whole call.
+    let program = unsafe { std::os::fd::BorrowedFd::borrow_raw(prog_fd) };
+    xdp_test_run(program, frame, ifindex, repeat, flags).map(|o| (o.retval, o.duration_ns))
 }
 
 /// `union bpf_attr` for BPF_MAP_UPDATE_ELEM.

@@ -9,12 +9,14 @@
 //! - [`abi`]: the map ABI (`#[repr(C)]` twins of `bpf/abi.h`, checked at compile time);
 //! - [`policy_map`] and [`ipcache_map`]: identity-cache snapshots → map contents (pure);
 //! - [`loader`]: load, pin, attach (native, else generic), re-adopt, sockets, sync, counters
-//!   and events.
+//!   and events;
+//! - [`test_run`]: running the program on a crafted frame (`BPF_PROG_TEST_RUN`).
 
 pub mod abi;
 pub mod ipcache_map;
 pub mod loader;
 pub mod policy_map;
+pub mod test_run;
 
 /// The steering program, compiled by `build.rs`.
 pub const STEER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.o"));

@@ -332,6 +332,17 @@ impl Dataplane {
         Ok(plane)
     }
 
+    /// The loaded steering program's file descriptor (for `test_run::xdp_test_run`).
+    pub fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, LoaderError> {
+        use std::os::fd::AsFd;
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(LoaderError::MissingMap("program sluice_steer"))?
+            .try_into()?;
+        Ok(program.fd()?.as_fd())
+    }
+
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -37,12 +37,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aya::maps::MapData;
-use aya::programs::{ProgramFd, loaded_programs};
 use identity_cache::conformance::{self, Case, Probe, ProbePeer};
 use identity_cache::identity::{ClusterKey, Identity};
 use identity_cache::ipcache::{Owner, Source};
@@ -58,15 +55,13 @@ use xdp_redirect::abi::{
     CNT_REDIRECT_FAILED, CNT_TO_SOCKET,
 };
 use xdp_redirect::loader::{Counters, DatapathSettings, Dataplane};
+use xdp_redirect::test_run::xdp_test_run;
 
 /// The corpus, beside the workspace (the project's tests never depend on it being there).
 const CORPUS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/conformance/cases"
 );
-
-/// The steering program's name in the object.
-const PROGRAM: &str = "sluice_steer";
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -88,105 +83,11 @@ const APISERVER_ADDRS: [Ipv4Addr; 3] = [
 // BPF_PROG_TEST_RUN
 // ---------------------------------------------------------------------------------------------
 
-/// `BPF_PROG_TEST_RUN` (enum bpf_cmd).
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
-/// `struct xdp_md` (the program's context as BPF_PROG_TEST_RUN takes it).
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
-
-/// The `test` member of `union bpf_attr`.
-#[repr(C, align(8))]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    pad: u32,
-}
-
-/// Runs the XDP program once on `frame` as received on `ifindex`, queue 0 (in the calling
-/// thread's network namespace); returns the XDP action.
-fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ifindex: u32) -> io::Result<u32> {
-    let ctx = XdpMd {
-        data_end: frame.len() as u32,
-        ingress_ifindex: ifindex,
-        ..XdpMd::default()
-    };
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat: 1,
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
-        ctx_in: (&raw const ctx) as u64,
-        ..TestRunAttr::default()
-    };
-    // SAFETY: the kernel reads `attr` (size given), `data_size_in` bytes from `frame` and
-    // `ctx_size_in` bytes from `ctx`, all of which outlive the call, and writes only into
-    // `attr` (no data_out / ctx_out buffers are given).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &raw mut attr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(attr.retval)
-}
-
-/// The fd of the `sluice_steer` program that uses the maps pinned under `pin_dir` (the
-/// loader does not expose its program; found through the id of its pinned `config` map).
-fn steering_program_fd(pin_dir: &Path) -> Result<ProgramFd, String> {
-    let config = MapData::from_pin(pin_dir.join("config"))
-        .map_err(|e| format!("opening the pinned config map: {e}"))?;
-    let map_id = config
-        .info()
-        .map_err(|e| format!("config map info: {e}"))?
-        .id();
-    let mut found = None;
-    for info in loaded_programs().flatten() {
-        if info.name_as_str() != Some(PROGRAM) {
-            continue;
-        }
-        // Other programs may unload while we look: skip what fails.
-        let Ok(Some(ids)) = info.map_ids() else {
-            continue;
-        };
-        if ids.contains(&map_id)
-            && found.as_ref().is_none_or(|(id, _)| info.id() > *id)
-            && let Ok(fd) = info.fd()
-        {
-            found = Some((info.id(), fd));
-        }
-    }
-    found
-        .map(|(_, fd)| fd)
-        .ok_or_else(|| format!("no loaded {PROGRAM} uses map id {map_id}"))
+/// Runs the loaded steering program once on `frame` as received on `ifindex` (in the calling
+/// thread's namespace); returns the XDP action.
+fn run_once(plane: &Dataplane, frame: &[u8], ifindex: u32) -> io::Result<u32> {
+    let program = plane.program_fd().map_err(io::Error::other)?;
+    xdp_test_run(program, frame, ifindex, 1, 0).map(|o| o.retval)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -768,7 +669,6 @@ struct Env {
 /// A loaded program with its pin directory.
 struct Plane {
     plane: Dataplane,
-    prog: ProgramFd,
     dir: PathBuf,
 }
 
@@ -783,8 +683,7 @@ fn open_plane(dir: PathBuf) -> Result<Plane, String> {
         let _ = std::fs::remove_dir_all(&dir);
         format!("Dataplane::open: {e}")
     })?;
-    let prog = steering_program_fd(&dir)?;
-    Ok(Plane { plane, prog, dir })
+    Ok(Plane { plane, dir })
 }
 
 /// Runs every case inside the test namespace (the calling thread must be in it).
@@ -1044,7 +943,7 @@ fn run_probe(
         .plane
         .counters()
         .map_err(|e| format!("counters: {e}"))?;
-    let retval = prog_test_run(plane.prog.as_fd(), &bytes, ingress.ifindex)
+    let retval = run_once(&plane.plane, &bytes, ingress.ifindex)
         .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
     let after = plane
         .plane
@@ -1088,7 +987,7 @@ fn run_probe(
             .plane
             .counters()
             .map_err(|e| format!("counters: {e}"))?;
-        let retval = prog_test_run(plane.prog.as_fd(), &bytes, ingress.ifindex)
+        let retval = run_once(&plane.plane, &bytes, ingress.ifindex)
             .map_err(|e| format!("BPF_PROG_TEST_RUN (reply): {e}"))?;
         let after = plane
             .plane
