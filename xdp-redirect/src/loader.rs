@@ -71,6 +71,9 @@ pub enum LoaderError {
     /// A map the program must have is missing.
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
+    /// The steering program is missing from the object.
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
     /// A map operation failed.
     #[error("map {map}: {source}")]
     Map {
@@ -302,7 +305,7 @@ impl Dataplane {
         }
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
-            .ok_or(LoaderError::MissingMap("program sluice_steer"))?
+            .ok_or(LoaderError::MissingProgram(PROGRAM))?
             .try_into()?;
         program.load()?;
         let mut plane = Dataplane {
@@ -338,7 +341,7 @@ impl Dataplane {
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
-            .ok_or(LoaderError::MissingMap("program sluice_steer"))?
+            .ok_or(LoaderError::MissingProgram(PROGRAM))?
             .try_into()?;
         Ok(program.fd()?.as_fd())
     }
@@ -423,7 +426,7 @@ impl Dataplane {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM)
-            .ok_or(LoaderError::MissingMap("program sluice_steer"))?
+            .ok_or(LoaderError::MissingProgram(PROGRAM))?
             .try_into()?;
         if let Some((mode, path)) = existing {
             let pinned = PinnedLink::from_pin(&path).map_err(|e| LoaderError::Pin {

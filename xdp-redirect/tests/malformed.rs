@@ -333,17 +333,6 @@ fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, l3: &[u8]) -> Vec<u8> {
     f
 }
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in bytes.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An IPv4 packet: `options` (a multiple of 4 bytes) after the fixed header, `frag` = flags
 /// and offset field, header checksum right (recomputed after `edit`).
 #[allow(clippy::too_many_arguments)] // one argument per header field the cases vary
@@ -372,7 +361,7 @@ fn ipv4_with(
     edit(&mut p);
     p[10..12].copy_from_slice(&[0, 0]);
     let ihl = usize::from(p[0] & 0x0f) * 4;
-    let c = checksum(&p[..ihl.clamp(20, p.len())]);
+    let c = support::checksum(&p[..ihl.clamp(20, p.len())]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p
 }

@@ -261,7 +261,7 @@ fn udp4_frame(
     ip[9] = 17;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let csum = checksum(&ip);
+    let csum = support::checksum(&ip);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&40000u16.to_be_bytes());
@@ -270,17 +270,6 @@ fn udp4_frame(
     f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
     f.extend_from_slice(payload);
     f
-}
-
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in bytes.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// `ethtool -S` of a node interface as (name, value) pairs, for the report.

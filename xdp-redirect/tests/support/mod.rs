@@ -951,3 +951,15 @@ pub fn steer_classes_non_ip(frame: &[u8]) -> bool {
     }
     nh == 58 && frame.len() >= off + 8 && matches!(frame[off], 130..=137 | 143)
 }
+
+/// The Internet checksum (RFC 1071) of `bytes`, for crafting IPv4 headers.
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
