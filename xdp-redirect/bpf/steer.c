@@ -19,7 +19,7 @@
  *     final verdict and redirect target stored in `fragments`; a later
  *     fragment (offset > 0) follows the stored verdict (allowed: CNT_FRAGMENT_FOLLOWED, or
  *     CNT_REDIRECT_FAILED; denied: CNT_DROP_BASE + the stored reason), or without one
- *     XDP_DROP DROP_FRAGMENT_WITHOUT_STATE. With a socket, fragments go to the socket (7).
+ *     XDP_DROP DROP_FRAGMENT_WITHOUT_STATE. Fragments never go to a socket (7).
  *  4. Source: when the receiving ifindex is in `endpoints`, the source is that endpoint: its IP
  *     must hit an ipcache entry whose endpoint_ifindex is the receiving ifindex, else XDP_DROP
  *     DROP_SPOOFED_SOURCE; the source identity is the endpoint's. Otherwise the ipcache LPM
@@ -27,13 +27,17 @@
  *  5. Destination: ipcache LPM -> identity and endpoint_ifindex (a local endpoint when != 0 and
  *     present in `endpoints`); else the policy-CIDR trie's identity; else world.
  *  6. Neither source nor destination a local endpoint -> XDP_PASS, CNT_NOT_MANAGED.
- *  7. Unless the receiving endpoint has ENDPOINT_F_KERNEL_MODE: an AF_XDP socket in
- *     `xsks[xsk_slots[(ingress ifindex, rx queue)]]` (slots are per interface and queue: the
- *     kernel drops a frame redirected to a socket bound to another device) ->
- *     bpf_redirect_map(&xsks, slot, XDP_PASS), CNT_TO_SOCKET (a redirect attempt: frames the
- *     socket then drops for want of buffers show in its XDP_STATISTICS), fragments
- *     included. If the redirect does not happen (the socket closed between lookup and
- *     redirect), the packet continues on the in-kernel path: never unchecked.
+ *  7. What the fast path serves: an unfragmented TCP/UDP/SCTP/ICMP/ICMPv6 packet to a local
+ *     endpoint, unless the receiving endpoint has ENDPOINT_F_KERNEL_MODE. Such a packet goes
+ *     to the AF_XDP socket in `xsks[xsk_slots[(ingress ifindex, rx queue)]]` (slots are per
+ *     interface and queue: the kernel drops a frame redirected to a socket bound to another
+ *     device) -> bpf_redirect_map(&xsks, slot, XDP_PASS), CNT_TO_SOCKET (a redirect attempt:
+ *     frames the socket then drops for want of buffers show in its XDP_STATISTICS). Traffic
+ *     to other destinations (the node, other nodes, the world), fragments and other protocols
+ *     stay on the in-kernel path, which decides them from the same maps and passes them to
+ *     the stack, something a userspace worker cannot do. If the redirect does not happen (the
+ *     socket closed between lookup and redirect), the packet continues on the in-kernel path:
+ *     never unchecked.
  *  8. No socket: CFG_FAIL_OPEN -> XDP_PASS, CNT_FAIL_OPEN, no policy, nothing tracked. Else in
  *     kernel:
  *     a. source or destination identity with local_policy.collided -> DROP_IDENTITY_COLLISION;
@@ -144,6 +148,14 @@ static __always_inline int sl_redirect_local(struct xdp_md *ctx, int have_macs, 
 	((__u32 *)eth)[2] = macs[2];
 	*slot = ok_slot;
 	return XDP_REDIRECT;
+}
+
+/* Rule 7: the protocols the fast path decides (the rest have no ports policy can name). */
+static __always_inline int sl_fastpath_protocol(__u8 protocol)
+{
+	return protocol == SL_IPPROTO_TCP || protocol == SL_IPPROTO_UDP ||
+	       protocol == SL_IPPROTO_SCTP || protocol == SL_IPPROTO_ICMP ||
+	       protocol == SL_IPPROTO_ICMPV6;
 }
 
 /* Rule 7: redirects into the AF_XDP socket of the receiving (interface, queue), if there is
@@ -279,7 +291,8 @@ int sluice_steer(struct xdp_md *ctx)
 	}
 
 	/* Rule 7: steer into the queue's AF_XDP socket. */
-	int socket_rule = !(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE));
+	int socket_rule = dst_ep && p.frag == SL_FRAG_NONE && sl_fastpath_protocol(p.protocol) &&
+			  !(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE));
 	if (socket_rule && sl_to_socket(ctx)) {
 		sl_count(CNT_TO_SOCKET, bytes);
 		return XDP_REDIRECT;

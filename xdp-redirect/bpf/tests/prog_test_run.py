@@ -976,8 +976,10 @@ check("socket on the queue: steered to AF_XDP (no policy in kernel)", v4(A4, B4,
 check("fc socket: the cached allow's next packet goes to the new socket", fs_allow, HA, XDP_REDIRECT, "TO_SOCKET",
       want_frame=fs_allow, want_event=False)
 check("fc socket: so does the cached drop's", fs_deny, HA, XDP_REDIRECT, "TO_SOCKET", want_event=False)
-check("socket on the queue: later fragment steered too", v4(A4, B4, "tcp", body=b"y" * 16, ident=999, flags_off=3), HA,
-      XDP_REDIRECT, "TO_SOCKET")
+check("socket on the queue: a later fragment stays in the kernel (no first-fragment state: dropped)",
+      v4(A4, B4, "tcp", body=b"y" * 16, ident=999, flags_off=3), HA, XDP_DROP, "FRAGMENT_WITHOUT_STATE")
+check("socket on the queue: traffic to a non-endpoint destination stays in the kernel",
+      v4(A4, "8.8.8.8", "udp", 1, 53), HA, XDP_PASS, "KERNEL_PASS", want_event=False)
 check("socket on the queue: spoofing dropped first", v4(B4, B4, "tcp", 1, 81), HA, XDP_DROP, "SPOOFED_SOURCE")
 check("socket on the queue: malformed dropped first", v4(A4, B4, ihl=3), HA, XDP_DROP, "MALFORMED")
 check("socket on the queue: not pod traffic passed", v4(C4, "8.8.8.8", "udp", 1, 53), HU, XDP_PASS, "NOT_MANAGED")
