@@ -45,8 +45,9 @@ struct Typed<S> {
     status: Option<serde_yaml::Value>,
 }
 
-/// Splits a multi-document YAML text into (first line number, document text).
-fn split_documents(text: &str) -> Vec<(usize, String)> {
+/// Splits a multi-document YAML text into (first line number, document text), so callers
+/// that read other kinds beside policies can report lines the same way.
+pub fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut docs = Vec::new();
     let mut current = String::new();
     let mut start = 1;
@@ -79,6 +80,16 @@ pub fn parse_manifests(text: &str) -> Vec<Result<ParsedManifest, PolicyError>> {
         .enumerate()
         .map(|(n, (line, doc))| parse_document(&doc, n + 1, line))
         .collect()
+}
+
+/// Reads document number `number` (1-based) of a file, which starts at line `first_line`:
+/// errors name those.
+pub fn parse_document_at(
+    doc: &str,
+    number: usize,
+    first_line: usize,
+) -> Result<ParsedManifest, PolicyError> {
+    parse_document(doc, number, first_line)
 }
 
 /// Reads a single-document YAML text.

@@ -17,7 +17,9 @@ use ipnet::IpNet;
 
 pub use error::{PolicyError, PolicyErrorKind};
 pub use fields::IntOrString;
-pub use manifest::{ParsedManifest, parse_manifest, parse_manifests};
+pub use manifest::{
+    ParsedManifest, parse_document_at, parse_manifest, parse_manifests, split_documents,
+};
 
 use crate::protocol::Protocol;
 use crate::selector::Selector;

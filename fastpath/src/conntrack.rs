@@ -1,0 +1,478 @@
+//! Per-worker connection tracking: the replies of a connection that policy allowed are allowed
+//! without an inverse rule, as Kubernetes NetworkPolicy and Cilium promise.
+//!
+//! Each worker owns one [`ConnTable`]; nothing is shared, so nothing is locked. The table is
+//! sized once (`capacity`) and never grows: when it is full, new flows are decided by policy
+//! alone (their replies then need a rule of their own) and [`ConnStats::full`] counts them.
+//!
+//! An entry remembers the identities both ends had when policy allowed the connection. A
+//! reply is accepted only while both addresses still carry those identities: when a pod dies
+//! and another pod with other labels takes its address, packets of the old pod's connections
+//! are decided by policy again, under the new identity, from the first one.
+//!
+//! Tracked: TCP, UDP, SCTP (by ports) and ICMP/ICMPv6 echo (by echo identifier). Forward
+//! packets are always decided by policy, so revoking an allow stops a connection's forward
+//! direction at its next packet.
+
+use std::net::IpAddr;
+
+use hashbrown::HashMap;
+use identity_cache::identity::Identity;
+
+use crate::wire::PacketSummary;
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_SCTP: u8 = 132;
+
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// How long an idle connection stays open for replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An open TCP connection.
+    pub tcp_ns: u64,
+    /// A TCP connection after a FIN or RST was seen.
+    pub tcp_closing_ns: u64,
+    /// UDP and SCTP.
+    pub datagram_ns: u64,
+    /// ICMP echo.
+    pub icmp_ns: u64,
+}
+
+impl Default for Timeouts {
+    /// The in-kernel path's timeouts (TCP one hour, others 60 s), plus 10 s after FIN/RST.
+    fn default() -> Self {
+        const S: u64 = 1_000_000_000;
+        Timeouts {
+            tcp_ns: 3600 * S,
+            tcp_closing_ns: 10 * S,
+            datagram_ns: 60 * S,
+            icmp_ns: 60 * S,
+        }
+    }
+}
+
+/// The forward tuple of a connection, as the packet that opened it carried it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Source address (IPv4 as an IPv4-mapped IPv6 address).
+    pub src: u128,
+    /// Destination address.
+    pub dst: u128,
+    /// Source port, or the ICMP echo identifier.
+    pub sport: u16,
+    /// Destination port; 0 for ICMP echo.
+    pub dport: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+}
+
+fn addr_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl FlowKey {
+    /// The key a packet records when policy allows it; `None` for packets that cannot open a
+    /// tracked connection (ICMP other than echo requests, other protocols, later fragments).
+    pub fn forward(p: &PacketSummary) -> Option<FlowKey> {
+        let (sport, dport) = match p.protocol {
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => (p.src_port, p.dst_port),
+            IPPROTO_ICMP if p.icmp_type == Some(ICMP_ECHO_REQUEST) => (p.icmp_echo_id?, 0),
+            IPPROTO_ICMPV6 if p.icmp_type == Some(ICMPV6_ECHO_REQUEST) => (p.icmp_echo_id?, 0),
+            _ => return None,
+        };
+        Some(FlowKey {
+            src: addr_bits(p.src),
+            dst: addr_bits(p.dst),
+            sport,
+            dport,
+            protocol: p.protocol,
+        })
+    }
+
+    /// The forward key of the connection this packet would be a reply of; `None` for packets
+    /// that cannot be replies (ICMP other than echo replies, other protocols).
+    pub fn reply_of(p: &PacketSummary) -> Option<FlowKey> {
+        let (sport, dport) = match p.protocol {
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => (p.dst_port, p.src_port),
+            IPPROTO_ICMP if p.icmp_type == Some(ICMP_ECHO_REPLY) => (p.icmp_echo_id?, 0),
+            IPPROTO_ICMPV6 if p.icmp_type == Some(ICMPV6_ECHO_REPLY) => (p.icmp_echo_id?, 0),
+            _ => return None,
+        };
+        Some(FlowKey {
+            src: addr_bits(p.dst),
+            dst: addr_bits(p.src),
+            sport,
+            dport,
+            protocol: p.protocol,
+        })
+    }
+}
+
+/// What the table remembers of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ConnEntry {
+    last_seen_ns: u64,
+    /// Identity of the connection's source when policy allowed it.
+    src_identity: Identity,
+    /// Identity of its destination then.
+    dst_identity: Identity,
+    closing: bool,
+}
+
+/// Counters of one table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// Connections recorded.
+    pub created: u64,
+    /// Packets accepted as replies.
+    pub replies: u64,
+    /// Replies refused because an end's identity changed since the connection opened.
+    pub identity_changed: u64,
+    /// New flows not recorded because the table was full (decided by policy alone).
+    pub full: u64,
+    /// Entries removed after their timeout.
+    pub expired: u64,
+}
+
+/// How a packet relates to the tracked connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMatch {
+    /// A reply of a live connection opened by policy between the same identities.
+    Reply,
+    /// A reply-shaped packet whose connection's ends now have other identities: decide it
+    /// by policy.
+    IdentityChanged,
+    /// Not a reply of any live connection.
+    NotTracked,
+}
+
+/// What recording an allowed packet did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The packet opened a new connection (a new flow: report it).
+    New,
+    /// The connection existed and was refreshed.
+    Existing,
+    /// The table is full: not tracked.
+    Full,
+    /// The packet cannot open a tracked connection.
+    Untracked,
+}
+
+/// One worker's connection table, bounded and never resized.
+pub struct ConnTable {
+    entries: HashMap<FlowKey, ConnEntry>,
+    capacity: usize,
+    timeouts: Timeouts,
+    stats: ConnStats,
+    last_sweep_ns: u64,
+}
+
+/// Minimum time between two sweeps forced by a full table.
+const FULL_SWEEP_INTERVAL_NS: u64 = 100_000_000;
+
+impl ConnTable {
+    /// A table holding at most `capacity` connections; all memory is allocated here.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
+        ConnTable {
+            entries: HashMap::with_capacity(capacity),
+            capacity,
+            timeouts,
+            stats: ConnStats::default(),
+            last_sweep_ns: 0,
+        }
+    }
+
+    /// Connections currently held (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The most connections it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    fn timeout_of(&self, key: &FlowKey, entry: &ConnEntry) -> u64 {
+        match key.protocol {
+            IPPROTO_TCP if entry.closing => self.timeouts.tcp_closing_ns,
+            IPPROTO_TCP => self.timeouts.tcp_ns,
+            IPPROTO_ICMP | IPPROTO_ICMPV6 => self.timeouts.icmp_ns,
+            _ => self.timeouts.datagram_ns,
+        }
+    }
+
+    /// Whether `p` is a reply of a live connection whose ends still have the identities they
+    /// had when it opened: `src_identity` is the reply's source (the connection's
+    /// destination), `dst_identity` its destination. A reply refreshes the connection.
+    pub fn lookup_reply(
+        &mut self,
+        p: &PacketSummary,
+        src_identity: Identity,
+        dst_identity: Identity,
+        now_ns: u64,
+    ) -> ReplyMatch {
+        let Some(key) = FlowKey::reply_of(p) else {
+            return ReplyMatch::NotTracked;
+        };
+        let Some(entry) = self.entries.get(&key).copied() else {
+            return ReplyMatch::NotTracked;
+        };
+        if now_ns.saturating_sub(entry.last_seen_ns) > self.timeout_of(&key, &entry) {
+            return ReplyMatch::NotTracked;
+        }
+        if entry.src_identity != dst_identity || entry.dst_identity != src_identity {
+            self.stats.identity_changed += 1;
+            return ReplyMatch::IdentityChanged;
+        }
+        let closing = entry.closing || p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.last_seen_ns = now_ns;
+            e.closing = closing;
+        }
+        self.stats.replies += 1;
+        ReplyMatch::Reply
+    }
+
+    /// Records a packet that policy allowed, with the identities of its ends.
+    pub fn record(
+        &mut self,
+        p: &PacketSummary,
+        src_identity: Identity,
+        dst_identity: Identity,
+        now_ns: u64,
+    ) -> Recorded {
+        let Some(key) = FlowKey::forward(p) else {
+            return Recorded::Untracked;
+        };
+        let closing = p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        if let Some(entry) = self.entries.get(&key).copied() {
+            let expired = now_ns.saturating_sub(entry.last_seen_ns) > self.timeout_of(&key, &entry);
+            let same_ends =
+                entry.src_identity == src_identity && entry.dst_identity == dst_identity;
+            let fresh = ConnEntry {
+                last_seen_ns: now_ns,
+                src_identity,
+                dst_identity,
+                closing: closing || (entry.closing && !expired && same_ends),
+            };
+            self.entries.insert(key, fresh);
+            if expired || !same_ends {
+                self.stats.created += 1;
+                return Recorded::New;
+            }
+            return Recorded::Existing;
+        }
+        if self.entries.len() >= self.capacity {
+            if now_ns.saturating_sub(self.last_sweep_ns) >= FULL_SWEEP_INTERVAL_NS {
+                self.sweep(now_ns);
+            }
+            if self.entries.len() >= self.capacity {
+                self.stats.full += 1;
+                return Recorded::Full;
+            }
+        }
+        self.entries.insert(
+            key,
+            ConnEntry {
+                last_seen_ns: now_ns,
+                src_identity,
+                dst_identity,
+                closing,
+            },
+        );
+        self.stats.created += 1;
+        Recorded::New
+    }
+
+    /// Removes every connection idle for longer than its timeout. Allocation-free; the
+    /// worker calls it when idle and when a full table refuses a flow.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.last_sweep_ns = now_ns;
+        let timeouts = self.timeouts;
+        let before = self.entries.len();
+        self.entries.retain(|key, entry| {
+            let timeout = match key.protocol {
+                IPPROTO_TCP if entry.closing => timeouts.tcp_closing_ns,
+                IPPROTO_TCP => timeouts.tcp_ns,
+                IPPROTO_ICMP | IPPROTO_ICMPV6 => timeouts.icmp_ns,
+                _ => timeouts.datagram_ns,
+            };
+            now_ns.saturating_sub(entry.last_seen_ns) <= timeout
+        });
+        self.stats.expired += (before - self.entries.len()) as u64;
+    }
+
+    /// Forgets every connection (used when a worker restarts with a fresh table).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Fragment;
+    use std::net::Ipv4Addr;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const IDA: Identity = Identity(1000);
+    const IDB: Identity = Identity(2000);
+    const S: u64 = 1_000_000_000;
+
+    fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> PacketSummary {
+        PacketSummary {
+            l3_offset: 14,
+            vlan: None,
+            src: src.into(),
+            dst: dst.into(),
+            protocol: IPPROTO_TCP,
+            src_port: sport,
+            dst_port: dport,
+            icmp_type: None,
+            icmp_code: None,
+            icmp_echo_id: None,
+            tcp_flags: flags,
+            fragment: Fragment::None,
+            ip_len: 40,
+            frag_id: 0,
+            frag_proto: IPPROTO_TCP,
+        }
+    }
+
+    fn echo(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> PacketSummary {
+        PacketSummary {
+            protocol: IPPROTO_ICMP,
+            src_port: 0,
+            dst_port: u16::from(ty),
+            icmp_type: Some(ty),
+            icmp_code: Some(0),
+            icmp_echo_id: Some(id),
+            tcp_flags: 0,
+            ..tcp(src, dst, 0, 0, 0)
+        }
+    }
+
+    #[test]
+    fn a_reply_of_an_allowed_connection_is_recognised_and_nothing_else_is() {
+        let mut t = ConnTable::new(16, Timeouts::default());
+        let syn = tcp(A, B, 40000, 8080, 0x02);
+        assert_eq!(t.lookup_reply(&syn, IDA, IDB, 0), ReplyMatch::NotTracked);
+        assert_eq!(t.record(&syn, IDA, IDB, 0), Recorded::New);
+        assert_eq!(t.record(&syn, IDA, IDB, 1), Recorded::Existing);
+        let synack = tcp(B, A, 8080, 40000, 0x12);
+        assert_eq!(t.lookup_reply(&synack, IDB, IDA, 2), ReplyMatch::Reply);
+        // Same ports, other client port: not a reply.
+        let other = tcp(B, A, 8080, 40001, 0x12);
+        assert_eq!(t.lookup_reply(&other, IDB, IDA, 2), ReplyMatch::NotTracked);
+        // B opening its own connection to A's port is not a reply either.
+        let reverse_open = tcp(B, A, 40000, 8080, 0x02);
+        assert_eq!(
+            t.lookup_reply(&reverse_open, IDB, IDA, 2),
+            ReplyMatch::NotTracked
+        );
+        assert_eq!(t.stats().replies, 1);
+    }
+
+    #[test]
+    fn a_new_identity_on_a_reused_address_gets_no_replies_of_the_old_connection() {
+        let mut t = ConnTable::new(16, Timeouts::default());
+        t.record(&tcp(A, B, 40000, 8080, 0x02), IDA, IDB, 0);
+        let reply = tcp(B, A, 8080, 40000, 0x10);
+        let intruder = Identity(3000);
+        assert_eq!(
+            t.lookup_reply(&reply, intruder, IDA, 1),
+            ReplyMatch::IdentityChanged
+        );
+        assert_eq!(t.stats().identity_changed, 1);
+        // The same connection opened anew by the new pair counts as a new flow.
+        assert_eq!(
+            t.record(&tcp(A, B, 40000, 8080, 0x02), IDA, intruder, 2),
+            Recorded::New
+        );
+        assert_eq!(t.lookup_reply(&reply, intruder, IDA, 3), ReplyMatch::Reply);
+    }
+
+    #[test]
+    fn connections_expire_after_their_timeout_and_sooner_once_closing() {
+        let mut t = ConnTable::new(16, Timeouts::default());
+        let ping = echo(A, B, ICMP_ECHO_REQUEST, 7);
+        let pong = echo(B, A, ICMP_ECHO_REPLY, 7);
+        t.record(&ping, IDA, IDB, 0);
+        assert_eq!(t.lookup_reply(&pong, IDB, IDA, 59 * S), ReplyMatch::Reply);
+        assert_eq!(
+            t.lookup_reply(&pong, IDB, IDA, 59 * S + 61 * S),
+            ReplyMatch::NotTracked
+        );
+        let wrong_id = echo(B, A, ICMP_ECHO_REPLY, 8);
+        t.record(&ping, IDA, IDB, 200 * S);
+        assert_eq!(
+            t.lookup_reply(&wrong_id, IDB, IDA, 200 * S),
+            ReplyMatch::NotTracked
+        );
+
+        t.record(&tcp(A, B, 1, 2, 0x02), IDA, IDB, 0);
+        let fin = tcp(B, A, 2, 1, 0x11);
+        assert_eq!(t.lookup_reply(&fin, IDB, IDA, 5 * S), ReplyMatch::Reply);
+        assert_eq!(t.lookup_reply(&fin, IDB, IDA, 14 * S), ReplyMatch::Reply);
+        assert_eq!(
+            t.lookup_reply(&fin, IDB, IDA, 25 * S),
+            ReplyMatch::NotTracked
+        );
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_flows_counts_them_and_sweeps_expired_ones() {
+        let mut t = ConnTable::new(2, Timeouts::default());
+        let cap = t.entries.capacity();
+        assert_eq!(t.record(&tcp(A, B, 1, 80, 2), IDA, IDB, 0), Recorded::New);
+        assert_eq!(t.record(&tcp(A, B, 2, 80, 2), IDA, IDB, 0), Recorded::New);
+        assert_eq!(t.record(&tcp(A, B, 3, 80, 2), IDA, IDB, 1), Recorded::Full);
+        assert_eq!(t.stats().full, 1);
+        // Policy still decides the refused flow; its replies are not tracked.
+        let reply = tcp(B, A, 80, 3, 0x12);
+        assert_eq!(t.lookup_reply(&reply, IDB, IDA, 2), ReplyMatch::NotTracked);
+        // Once the others expire, the table makes room by itself.
+        let later = 3601 * S;
+        assert_eq!(
+            t.record(&tcp(A, B, 3, 80, 2), IDA, IDB, later),
+            Recorded::New
+        );
+        assert_eq!(t.stats().expired, 2);
+        assert_eq!(t.entries.capacity(), cap, "the table never reallocates");
+    }
+
+    #[test]
+    fn only_trackable_packets_are_recorded() {
+        let mut t = ConnTable::new(4, Timeouts::default());
+        let unreachable = echo(A, B, 3, 0);
+        assert_eq!(t.record(&unreachable, IDA, IDB, 0), Recorded::Untracked);
+        let reply_first = echo(A, B, ICMP_ECHO_REPLY, 1);
+        assert_eq!(t.record(&reply_first, IDA, IDB, 0), Recorded::Untracked);
+        assert!(t.is_empty());
+    }
+}

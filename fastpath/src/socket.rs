@@ -1,0 +1,442 @@
+//! AF_XDP sockets and their memory: one socket per (interface, queue) a worker serves, its
+//! fill/completion rings, and the UMEM frames behind them.
+//!
+//! Two ways to forward between interfaces (see BENCHMARKS.md for which is faster on veth):
+//! - [`UmemMode::Shared`]: one UMEM per worker, shared by all its sockets
+//!   (`XDP_SHARED_UMEM`); a received frame is sent on another socket as it is, with only
+//!   its MAC addresses rewritten;
+//! - [`UmemMode::PerSocket`]: one UMEM per socket; forwarding copies the frame into a free
+//!   frame of the egress socket's UMEM.
+//!
+//! Sockets are created with libxdp's program loading inhibited: sluice's own XDP program
+//! (`xdp-redirect`) steers into them through its XSKMAP. Zero-copy is tried first and copy mode
+//! taken where the driver has none (veth).
+
+use std::ffi::CString;
+use std::io::Write;
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::error::FastPathError;
+
+/// How forwarding moves a frame between a worker's sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UmemMode {
+    /// One UMEM shared by all of a worker's sockets; frames move without a copy.
+    #[default]
+    Shared,
+    /// One UMEM per socket; forwarding copies the frame.
+    PerSocket,
+}
+
+impl std::str::FromStr for UmemMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shared" => Ok(UmemMode::Shared),
+            "per-socket" => Ok(UmemMode::PerSocket),
+            _ => Err(format!(
+                "unknown UMEM mode {s:?} (expected shared or per-socket)"
+            )),
+        }
+    }
+}
+
+/// Whether the kernel copies frames into the socket or the NIC writes them in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindMode {
+    /// Zero-copy: the driver supports AF_XDP natively.
+    ZeroCopy,
+    /// Copy mode (veth, and drivers without zero-copy).
+    Copy,
+}
+
+/// Ring and frame sizes of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSizes {
+    /// Entries in each of the RX, TX, fill and completion rings (a power of two).
+    pub ring: u32,
+    /// UMEM frames per socket (at least twice `ring`).
+    pub frames_per_socket: u32,
+    /// Bytes per frame (2048 or 4096).
+    pub frame_size: u32,
+}
+
+impl Default for RingSizes {
+    fn default() -> Self {
+        RingSizes {
+            ring: 2048,
+            frames_per_socket: 4096,
+            frame_size: 2048,
+        }
+    }
+}
+
+/// One (interface, queue) a worker serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// Interface name (the host side of a pod's veth, or an uplink).
+    pub ifname: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// RX queue.
+    pub queue: u32,
+}
+
+/// A pool of free UMEM frames and the UMEM they belong to.
+pub(crate) struct FramePool {
+    pub(crate) umem: Umem,
+    pub(crate) free: Vec<FrameDesc>,
+}
+
+/// A bound socket and its rings.
+pub(crate) struct Port {
+    pub(crate) spec: PortSpec,
+    pub(crate) host_mac: [u8; 6],
+    pub(crate) bind_mode: BindMode,
+    /// Index of the pool whose UMEM this socket uses.
+    pub(crate) pool: usize,
+    pub(crate) rx: RxQueue,
+    pub(crate) tx: TxQueue,
+    pub(crate) fill: FillQueue,
+    pub(crate) comp: CompQueue,
+    /// Frames waiting to go on the TX ring, from this worker's pools.
+    pub(crate) tx_pending: Vec<FrameDesc>,
+    /// Frames on the TX ring whose completion has not come back.
+    pub(crate) tx_outstanding: u32,
+    pub(crate) fd: RawFd,
+}
+
+/// Every socket of one worker, with its frame pools.
+pub(crate) struct SocketSet {
+    pub(crate) ports: Vec<Port>,
+    pub(crate) pools: Vec<FramePool>,
+    pub(crate) sizes: RingSizes,
+    pub(crate) mode: UmemMode,
+}
+
+fn queue_size(n: u32) -> Result<QueueSize, FastPathError> {
+    QueueSize::new(n)
+        .map_err(|_| FastPathError::Config(format!("ring size {n} is not a power of two")))
+}
+
+fn umem_config(sizes: RingSizes) -> Result<UmemConfig, FastPathError> {
+    let frame_size = FrameSize::new(sizes.frame_size).map_err(|_| {
+        FastPathError::Config(format!("frame size {} is not supported", sizes.frame_size))
+    })?;
+    UmemConfig::builder()
+        .frame_size(frame_size)
+        .fill_queue_size(queue_size(sizes.ring)?)
+        .comp_queue_size(queue_size(sizes.ring)?)
+        .build()
+        .map_err(|e| FastPathError::Config(format!("UMEM configuration: {e}")))
+}
+
+fn new_umem(sizes: RingSizes, frames: u32) -> Result<(Umem, Vec<FrameDesc>), FastPathError> {
+    let count = NonZeroU32::new(frames)
+        .ok_or_else(|| FastPathError::Config("a worker needs at least one frame".into()))?;
+    Umem::new(umem_config(sizes)?, count, false).map_err(|e| FastPathError::Umem(e.to_string()))
+}
+
+/// The MAC address of interface `ifname` in the calling thread's network namespace.
+pub fn interface_mac(ifname: &str) -> Result<[u8; 6], FastPathError> {
+    let name = CString::new(ifname).map_err(|_| FastPathError::UnknownInterface(ifname.into()))?;
+    // SAFETY: socket() has no memory preconditions; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(FastPathError::Io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes_with_nul();
+    if bytes.len() > req.ifr_name.len() {
+        // SAFETY: fd is ours and open.
+        unsafe { libc::close(fd) };
+        return Err(FastPathError::UnknownInterface(ifname.into()));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads ifr_name and writes ifr_hwaddr within `req`.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours and open.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(FastPathError::UnknownInterface(format!("{ifname}: {err}")));
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
+/// A bound socket's rings: TX, RX, and the fill/completion pair when this (interface, queue)
+/// is new to the UMEM.
+type BoundRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>, BindMode);
+
+fn bind(spec: &PortSpec, umem: &Umem, sizes: RingSizes) -> Result<BoundRings, FastPathError> {
+    let iface: Interface = spec
+        .ifname
+        .parse()
+        .map_err(|_| FastPathError::UnknownInterface(spec.ifname.clone()))?;
+    let mut last_err = None;
+    for (flags, mode) in [
+        (BindFlags::XDP_ZEROCOPY, BindMode::ZeroCopy),
+        (BindFlags::XDP_COPY, BindMode::Copy),
+    ] {
+        let config = SocketConfig::builder()
+            .rx_queue_size(queue_size(sizes.ring)?)
+            .tx_queue_size(queue_size(sizes.ring)?)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(flags)
+            .build();
+        // SAFETY: program loading is inhibited, as `Socket::new` requires for shared UMEMs;
+        // each (interface, queue) is bound once per UMEM (checked by the caller).
+        match unsafe { Socket::new(config, umem, &iface, spec.queue) } {
+            Ok((tx, rx, rings)) => return Ok((tx, rx, rings, mode)),
+            Err(e) => last_err = Some(e.to_string()),
+        }
+    }
+    Err(FastPathError::Bind {
+        ifname: spec.ifname.clone(),
+        queue: spec.queue,
+        reason: last_err.unwrap_or_default(),
+    })
+}
+
+impl SocketSet {
+    /// Creates and binds a socket for every port, in the calling thread's network namespace,
+    /// and fills every fill ring.
+    pub(crate) fn open(
+        specs: &[PortSpec],
+        mode: UmemMode,
+        sizes: RingSizes,
+    ) -> Result<SocketSet, FastPathError> {
+        if specs.is_empty() {
+            return Err(FastPathError::Config(
+                "a worker needs at least one port".into(),
+            ));
+        }
+        if sizes.frames_per_socket < 2 * sizes.ring {
+            return Err(FastPathError::Config(format!(
+                "{} frames per socket cannot keep a {}-entry fill ring full while frames are in \
+                 flight: use at least {}",
+                sizes.frames_per_socket,
+                sizes.ring,
+                2 * sizes.ring
+            )));
+        }
+        for (i, a) in specs.iter().enumerate() {
+            if specs[..i]
+                .iter()
+                .any(|b| b.ifindex == a.ifindex && b.queue == a.queue)
+            {
+                return Err(FastPathError::Config(format!(
+                    "{} queue {} is listed twice",
+                    a.ifname, a.queue
+                )));
+            }
+        }
+        let mut pools = Vec::new();
+        if mode == UmemMode::Shared {
+            let frames = sizes.frames_per_socket.saturating_mul(specs.len() as u32);
+            let (umem, free) = new_umem(sizes, frames)?;
+            pools.push(FramePool { umem, free });
+        }
+        let mut ports = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let pool = match mode {
+                UmemMode::Shared => 0,
+                UmemMode::PerSocket => {
+                    let (umem, free) = new_umem(sizes, sizes.frames_per_socket)?;
+                    pools.push(FramePool { umem, free });
+                    pools.len() - 1
+                }
+            };
+            let host_mac = interface_mac(&spec.ifname)?;
+            let (tx, rx, rings, bind_mode) = bind(spec, &pools[pool].umem, sizes)?;
+            let Some((fill, comp)) = rings else {
+                return Err(FastPathError::Bind {
+                    ifname: spec.ifname.clone(),
+                    queue: spec.queue,
+                    reason: "the queue is already bound by this UMEM".into(),
+                });
+            };
+            let fd = rx.fd().as_raw_fd();
+            ports.push(Port {
+                spec: spec.clone(),
+                host_mac,
+                bind_mode,
+                pool,
+                rx,
+                tx,
+                fill,
+                comp,
+                tx_pending: Vec::with_capacity(sizes.ring as usize),
+                tx_outstanding: 0,
+                fd,
+            });
+        }
+        let mut set = SocketSet {
+            ports,
+            pools,
+            sizes,
+            mode,
+        };
+        for i in 0..set.ports.len() {
+            set.refill(i);
+        }
+        Ok(set)
+    }
+
+    /// Tops up port `i`'s fill ring from its pool, as far as ring space and frames allow.
+    /// Retries a partial reservation with what fits, so no frame is lost.
+    pub(crate) fn refill(&mut self, i: usize) {
+        let port = &mut self.ports[i];
+        let pool = &mut self.pools[port.pool];
+        // Keep frames back for TX copies in per-socket mode (they come from the same pool).
+        let reserve = match self.mode {
+            UmemMode::Shared => 0,
+            UmemMode::PerSocket => self.sizes.ring as usize / 2,
+        };
+        let mut budget = pool.free.len().saturating_sub(reserve);
+        while budget > 0 {
+            let want = budget.min(self.sizes.ring as usize) as u32;
+            let room = port.fill.nb_free(want).min(want) as usize;
+            if room == 0 {
+                break;
+            }
+            let start = pool.free.len() - room;
+            // SAFETY: the frames come from this port's pool, i.e. its UMEM, and are free: not
+            // on any ring and not referenced elsewhere.
+            let done = unsafe { port.fill.produce(&pool.free[start..]) };
+            if done == 0 {
+                break;
+            }
+            pool.free.truncate(pool.free.len() - done);
+            budget -= done;
+        }
+    }
+
+    /// Takes completed TX frames of port `i` back into its pool.
+    pub(crate) fn reap(&mut self, i: usize, scratch: &mut [FrameDesc]) -> usize {
+        let port = &mut self.ports[i];
+        if port.tx_outstanding == 0 {
+            return 0;
+        }
+        let pool = &mut self.pools[port.pool];
+        let mut total = 0;
+        loop {
+            // SAFETY: completions on this socket are frames of this socket's UMEM.
+            let n = unsafe { port.comp.consume(scratch) };
+            if n == 0 {
+                break;
+            }
+            pool.free.extend_from_slice(&scratch[..n]);
+            total += n;
+            if n < scratch.len() {
+                break;
+            }
+        }
+        port.tx_outstanding = port.tx_outstanding.saturating_sub(total as u32);
+        total
+    }
+
+    /// Puts port `i`'s pending frames on its TX ring and kicks the kernel until they are sent
+    /// (copy mode sends a bounded number per `sendto()`), at most `max_kicks` times.
+    /// Frames that do not fit stay pending for the next round. Returns the kicks made.
+    pub(crate) fn flush(&mut self, i: usize, scratch: &mut [FrameDesc], max_kicks: u32) -> u32 {
+        let mut kicks = 0;
+        loop {
+            let port = &mut self.ports[i];
+            if !port.tx_pending.is_empty() {
+                let want = port.tx_pending.len() as u32;
+                let room = port.tx.nb_free(want).min(want) as usize;
+                if room > 0 {
+                    // SAFETY: pending frames belong to this socket's UMEM (the forwarder
+                    // copies them there in per-socket mode) and are on no other ring.
+                    let done = unsafe { port.tx.produce(&port.tx_pending[..room]) };
+                    port.tx_pending.drain(..done);
+                    port.tx_outstanding += done as u32;
+                }
+            }
+            if port.tx_outstanding == 0 || kicks >= max_kicks {
+                break;
+            }
+            // Errors other than "try again" mean the device went away; the frames come back
+            // through completions or the socket is torn down with the worker.
+            let _ = port.tx.wakeup();
+            kicks += 1;
+            self.reap(i, scratch);
+            let port = &self.ports[i];
+            if port.tx_pending.is_empty() && port.tx_outstanding == 0 {
+                break;
+            }
+        }
+        kicks
+    }
+
+    /// Forwards frame `desc` of pool `from` to port `out`: queued as it is when `out` uses
+    /// the same UMEM, else copied into a free frame of `out`'s pool (and `desc` returned to
+    /// `from`). Returns false when `out`'s pool has no free frame: the packet is dropped and
+    /// its frame returned.
+    pub(crate) fn forward(&mut self, from: usize, desc: FrameDesc, out: usize) -> bool {
+        let to = self.ports[out].pool;
+        let pending = &self.ports[out].tx_pending;
+        if pending.len() == pending.capacity() {
+            // The egress ring has been full for a whole ring of frames: drop rather than grow.
+            self.pools[from].free.push(desc);
+            return false;
+        }
+        if to == from {
+            self.ports[out].tx_pending.push(desc);
+            return true;
+        }
+        let (src_pool, dst_pool) = if from < to {
+            let (a, b) = self.pools.split_at_mut(to);
+            (&mut a[from], &mut b[0])
+        } else {
+            let (a, b) = self.pools.split_at_mut(from);
+            (&mut b[0], &mut a[to])
+        };
+        let Some(mut copy) = dst_pool.free.pop() else {
+            src_pool.free.push(desc);
+            return false;
+        };
+        // SAFETY: `desc` was received on a socket of `src_pool`'s UMEM and is owned by the
+        // worker until returned; `copy` is a free frame of `dst_pool`'s UMEM. They are in
+        // different UMEMs, so the two views do not overlap.
+        let written = unsafe {
+            let src = src_pool.umem.data(&desc);
+            let mut dst = dst_pool.umem.data_mut(&mut copy);
+            let mut cursor = dst.cursor();
+            cursor.set_pos(0);
+            cursor.write_all(src.contents()).is_ok()
+        };
+        src_pool.free.push(desc);
+        if !written {
+            dst_pool.free.push(copy);
+            return false;
+        }
+        self.ports[out].tx_pending.push(copy);
+        true
+    }
+
+    /// The socket descriptors, for the XSKMAP, with their (ifindex, queue).
+    pub(crate) fn descriptors(&self) -> Vec<(u32, u32, RawFd)> {
+        self.ports
+            .iter()
+            .map(|p| (p.spec.ifindex, p.spec.queue, p.fd))
+            .collect()
+    }
+}
