@@ -233,3 +233,179 @@ pub fn decide(
         tracked: Recorded::Untracked,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use identity_cache::identity::ClusterKey;
+    use identity_cache::ipcache::Source;
+    use identity_cache::labels::{LabelFilter, WorkloadMeta, workload_labels};
+    use identity_cache::policy::{ParsedManifest, parse_manifest};
+    use identity_cache::state::{IdentityCache, LocalAttachment, Workload};
+    use identity_cache::tables::EnforcementConfig;
+
+    use super::*;
+    use crate::conntrack::Timeouts;
+    use crate::wire::Fragment;
+
+    const POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: allow-frontend, namespace: t}
+spec:
+  endpointSelector: {matchLabels: {app: backend}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    toPorts: [{ports: [{port: \"8080\", protocol: TCP}]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: frontend}}]
+    toPorts: [{ports: [{port: \"9999\", protocol: TCP}]}]
+";
+
+    const FE: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
+    const BE: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+    const FE_IF: u32 = 11;
+    const BE_IF: u32 = 12;
+
+    fn workload(name: &str, ip: Ipv4Addr, ifindex: u32) -> Workload {
+        let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
+        Workload {
+            uid: name.into(),
+            namespace: "t".into(),
+            name: name.into(),
+            labels: workload_labels(
+                &WorkloadMeta {
+                    namespace: "t",
+                    pod_labels: Some(&labels),
+                    ..WorkloadMeta::default()
+                },
+                &LabelFilter::default(),
+            ),
+            ips: vec![ip.into()],
+            named_ports: Vec::new(),
+            source: Source::Local,
+            local: Some(LocalAttachment {
+                ifindex,
+                mac: [2, 0, 0, 0, 0, ifindex as u8],
+            }),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut cache = IdentityCache::new(ClusterKey::default(), EnforcementConfig::default());
+        cache
+            .upsert_workload(workload("frontend", FE, FE_IF))
+            .expect("fe");
+        cache
+            .upsert_workload(workload("backend", BE, BE_IF))
+            .expect("be");
+        match parse_manifest(POLICY).expect("policy") {
+            ParsedManifest::Policy(p) => cache.upsert_policy(p),
+            ParsedManifest::Empty => unreachable!(),
+        }
+        cache.pending()
+    }
+
+    fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> PacketSummary {
+        PacketSummary {
+            l3_offset: 14,
+            vlan: None,
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            protocol: 6,
+            src_port: sport,
+            dst_port: dport,
+            icmp_type: None,
+            icmp_code: None,
+            icmp_echo_id: None,
+            tcp_flags: 0x02,
+            fragment: Fragment::None,
+            ip_len: 40,
+            frag_id: 0,
+            frag_proto: 6,
+        }
+    }
+
+    fn run(
+        s: &Snapshot,
+        ct: &mut ConnTable,
+        audit: &hashbrown::HashSet<u32>,
+        ifindex: u32,
+        p: PacketSummary,
+    ) -> Decision {
+        decide(s, ct, audit, ifindex, &p, 1)
+    }
+
+    #[test]
+    fn policy_conntrack_spoofing_and_audit_decide_as_the_kernel_does() {
+        let s = snapshot();
+        let mut ct = ConnTable::new(64, Timeouts::default());
+        let none = hashbrown::HashSet::new();
+
+        let allowed = run(&s, &mut ct, &none, FE_IF, tcp(FE, BE, 40000, 8080));
+        assert_eq!(allowed.verdict, FlowVerdict::Forwarded);
+        assert_eq!(
+            allowed.disposition,
+            Disposition::Forward {
+                egress_ifindex: BE_IF,
+                dst_mac: [2, 0, 0, 0, 0, BE_IF as u8]
+            }
+        );
+        assert_eq!(allowed.tracked, Recorded::New);
+
+        // The reply needs no rule (the backend's egress is not enforced anyway, but the
+        // frontend is not selected either: it goes through conntrack first).
+        let reply = run(&s, &mut ct, &none, BE_IF, tcp(BE, FE, 8080, 40000));
+        assert!(reply.is_reply && reply.verdict == FlowVerdict::Forwarded);
+
+        let other_port = run(&s, &mut ct, &none, FE_IF, tcp(FE, BE, 40001, 9090));
+        assert_eq!(
+            other_port.disposition,
+            Disposition::Drop(DropReason::PolicyDenied)
+        );
+        let deny = run(&s, &mut ct, &none, FE_IF, tcp(FE, BE, 40002, 9999));
+        assert_eq!(
+            deny.disposition,
+            Disposition::Drop(DropReason::PolicyDenyRule)
+        );
+
+        // A packet from the frontend's interface with someone else's address.
+        let spoofed = run(
+            &s,
+            &mut ct,
+            &none,
+            FE_IF,
+            tcp(Ipv4Addr::new(10, 9, 9, 9), BE, 1, 8080),
+        );
+        assert_eq!(
+            spoofed.disposition,
+            Disposition::Drop(DropReason::SpoofedSource)
+        );
+        let posing = run(&s, &mut ct, &none, BE_IF, tcp(FE, BE, 1, 8080));
+        assert_eq!(
+            posing.disposition,
+            Disposition::Drop(DropReason::SpoofedSource)
+        );
+
+        // A destination that is no endpoint here.
+        let gone = run(
+            &s,
+            &mut ct,
+            &none,
+            FE_IF,
+            tcp(FE, Ipv4Addr::new(10, 0, 7, 7), 1, 80),
+        );
+        assert_eq!(
+            gone.disposition,
+            Disposition::Drop(DropReason::StaleOrUnroutableIp)
+        );
+
+        // Audit mode on the backend: the denied packet is forwarded and reported as AUDIT.
+        let audit: hashbrown::HashSet<u32> = [BE_IF].into_iter().collect();
+        let audited = run(&s, &mut ct, &audit, FE_IF, tcp(FE, BE, 40003, 9090));
+        assert_eq!(audited.verdict, FlowVerdict::Audit);
+        assert_eq!(audited.drop_reason, Some(DropReason::PolicyDenied));
+        assert!(matches!(audited.disposition, Disposition::Forward { .. }));
+    }
+}
