@@ -1,5 +1,17 @@
-//! The control plane: sources of truth (Kubernetes watches, a YAML directory for standalone
-//! use), endpoint lifecycle (CNI chaining), the node agent, its local API and the `sluice` CLI.
+//! The control plane: sources of truth (a YAML directory for standalone use; Kubernetes
+//! watches later behind the same interface), the node agent, its local API and the `sluice`
+//! CLI.
 //!
-//! Planned here (issues "node agent" and "Kubernetes control plane"). Nothing is implemented
-//! yet; this crate exists so the workspace layout is fixed.
+//! | module | concept |
+//! |---|---|
+//! | [`source`] | where endpoints and policies come from, as a stream of changes |
+//! | [`agent`] | the node agent: dataplane, workers, sync, health, local API, metrics |
+//! | [`api`] | the local API's protocol and client |
+//! | [`flows`] | flow records, filters and the recent-flow buffer |
+//! | [`cli`] | the `sluice` commands that talk to the agent, and their output |
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod flows;
+pub mod source;

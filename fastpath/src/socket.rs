@@ -184,6 +184,65 @@ pub fn interface_mac(ifname: &str) -> Result<[u8; 6], FastPathError> {
 /// is new to the UMEM.
 type BoundRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>, BindMode);
 
+/// `ethtool_channels` (linux/ethtool.h), for `ETHTOOL_GCHANNELS`.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// The number of RX queues of `ifname` in the calling thread's network namespace (the
+/// larger of its RX and combined channels; 1 when the driver does not say).
+pub fn queue_count(ifname: &str) -> Result<u32, FastPathError> {
+    let name = CString::new(ifname).map_err(|_| FastPathError::UnknownInterface(ifname.into()))?;
+    // SAFETY: socket() has no memory preconditions; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(FastPathError::Io(std::io::Error::last_os_error()));
+    }
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..EthtoolChannels::default()
+    };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes_with_nul();
+    if bytes.len() > req.ifr_name.len() {
+        // SAFETY: fd is ours and open.
+        unsafe { libc::close(fd) };
+        return Err(FastPathError::UnknownInterface(ifname.into()));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut channels).cast();
+    // SAFETY: SIOCETHTOOL reads ifr_name and the command in `channels`, and writes at most
+    // size_of::<EthtoolChannels>() bytes into it; both outlive the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours and open.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => Ok(1),
+            Some(libc::ENODEV) => Err(FastPathError::UnknownInterface(ifname.into())),
+            _ => Err(FastPathError::Io(err)),
+        };
+    }
+    Ok(channels.rx_count.max(channels.combined_count).max(1))
+}
+
 fn bind(spec: &PortSpec, umem: &Umem, sizes: RingSizes) -> Result<BoundRings, FastPathError> {
     let iface: Interface = spec
         .ifname
@@ -438,5 +497,24 @@ impl SocketSet {
             .iter()
             .map(|p| (p.spec.ifindex, p.spec.queue, p.fd))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_facts_name_a_missing_interface() {
+        assert!(matches!(
+            queue_count("sluice-nope0"),
+            Err(FastPathError::UnknownInterface(_))
+        ));
+        assert!(matches!(
+            interface_mac("sluice-nope0"),
+            Err(FastPathError::UnknownInterface(_))
+        ));
+        // Loopback has no channels to report: one queue.
+        assert_eq!(queue_count("lo").expect("lo"), 1);
     }
 }

@@ -1,0 +1,345 @@
+//! The agent's configuration: a YAML file and command-line flags (flags win), with defaults
+//! that work on a node as they are.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::DEFAULT_SOCKET;
+
+/// Which datapath serves the endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatapathMode {
+    /// AF_XDP workers decide every packet; the in-kernel path is the fallback.
+    Fastpath,
+    /// The in-kernel XDP path only (no workers).
+    Kernel,
+}
+
+/// `sluice agent` flags. Every flag also has a key in the `--config` file (same name with
+/// dashes); a flag given on the command line overrides the file.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AgentArgs {
+    /// YAML configuration file (keys as the long flags, e.g. `state-dir: /etc/sluice/state`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of YAML files holding endpoints and policies (CiliumNetworkPolicy,
+    /// CiliumClusterwideNetworkPolicy, NetworkPolicy); watched for changes.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Unix socket of the local API used by the `sluice` CLI (created root-only).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// bpffs directory for the XDP program's pinned maps and links.
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+    /// Prometheus metrics address (loopback only unless --metrics-allow-remote); `off` to
+    /// disable.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Allow a non-loopback metrics address.
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
+    /// `fastpath` (AF_XDP workers, kernel fallback) or `kernel` (in-kernel path only).
+    #[arg(long, value_enum)]
+    pub datapath: Option<DatapathMode>,
+    /// Cores to run fast-path workers on, one worker each (e.g. `0` or `2,3`).
+    #[arg(long, value_delimiter = ',', value_name = "CORES")]
+    pub cores: Option<Vec<usize>>,
+    /// SCHED_FIFO priority of the workers (0: normal priority; see DESIGN.md on sharing a
+    /// core with NAPI).
+    #[arg(long, value_name = "PRIO")]
+    pub realtime_priority: Option<i32>,
+    /// Empty polls before an idle worker blocks.
+    #[arg(long, value_name = "N")]
+    pub busy_poll_rounds: Option<u32>,
+    /// Flows kept in memory for `sluice observe`.
+    #[arg(long, value_name = "N")]
+    pub flow_buffer: Option<usize>,
+    /// Also append every flow as a JSON line to this file (rotated by size).
+    #[arg(long, value_name = "FILE")]
+    pub flow_export: Option<PathBuf>,
+    /// Rotate the flow export file at this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub flow_export_max_bytes: Option<u64>,
+    /// Report one of every N dropped packets per worker (1: all).
+    #[arg(long, value_name = "N")]
+    pub drop_sample_every: Option<u32>,
+    /// Enter this network namespace (a name under /var/run/netns) before anything else: for
+    /// labs where the node is itself a namespace.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// With no worker serving a queue, pass traffic without policy instead of enforcing in
+    /// the kernel (not recommended).
+    #[arg(long)]
+    pub fail_open: bool,
+    /// Detach the XDP program and remove the pins on exit (default: leave the in-kernel
+    /// path enforcing until the next agent takes over).
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    /// Log format: `text` or `json`.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The agent's effective configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Directory of YAML state files.
+    pub state_dir: PathBuf,
+    /// Local API socket.
+    pub socket: PathBuf,
+    /// bpffs pin directory.
+    pub pin_dir: PathBuf,
+    /// Metrics address; `None` disables metrics.
+    pub metrics: Option<SocketAddr>,
+    /// Allow a non-loopback metrics address.
+    pub metrics_allow_remote: bool,
+    /// Datapath.
+    pub datapath: DatapathMode,
+    /// Worker cores.
+    pub cores: Vec<usize>,
+    /// Worker SCHED_FIFO priority (0 = normal).
+    pub realtime_priority: i32,
+    /// Busy-poll rounds before blocking.
+    pub busy_poll_rounds: u32,
+    /// Flow buffer size.
+    pub flow_buffer: usize,
+    /// Flow export file.
+    pub flow_export: Option<PathBuf>,
+    /// Flow export rotation size.
+    pub flow_export_max_bytes: u64,
+    /// Drop sampling.
+    pub drop_sample_every: u32,
+    /// Network namespace to enter.
+    pub netns: Option<String>,
+    /// Kernel path fail-open.
+    pub fail_open: bool,
+    /// Detach on exit.
+    pub detach_on_exit: bool,
+    /// Log format.
+    pub log_format: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: PathBuf::from("/etc/sluice/state"),
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            pin_dir: PathBuf::from("/sys/fs/bpf/sluice"),
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 9962))),
+            metrics_allow_remote: false,
+            datapath: DatapathMode::Fastpath,
+            cores: vec![0],
+            realtime_priority: 1,
+            busy_poll_rounds: 16,
+            flow_buffer: 10_000,
+            flow_export: None,
+            flow_export_max_bytes: 64 << 20,
+            drop_sample_every: 1,
+            netns: None,
+            fail_open: false,
+            detach_on_exit: false,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid.
+    #[error("{path}: {reason}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong (with line and field).
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {field}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl AgentConfig {
+    /// The file's settings (if any) with the flags given on top, checked.
+    pub fn load(args: &AgentArgs) -> Result<AgentConfig, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => AgentConfig::default(),
+        };
+        if let Some(v) = &args.state_dir {
+            config.state_dir = v.clone();
+        }
+        if let Some(v) = &args.socket {
+            config.socket = v.clone();
+        }
+        if let Some(v) = &args.pin_dir {
+            config.pin_dir = v.clone();
+        }
+        if let Some(v) = &args.metrics {
+            config.metrics = if v == "off" {
+                None
+            } else {
+                Some(v.parse().map_err(|e| ConfigError::Invalid {
+                    field: "metrics",
+                    reason: format!("{v:?} is not an address like 127.0.0.1:9962: {e}"),
+                })?)
+            };
+        }
+        config.metrics_allow_remote |= args.metrics_allow_remote;
+        if let Some(v) = args.datapath {
+            config.datapath = v;
+        }
+        if let Some(v) = &args.cores {
+            config.cores = v.clone();
+        }
+        if let Some(v) = args.realtime_priority {
+            config.realtime_priority = v;
+        }
+        if let Some(v) = args.busy_poll_rounds {
+            config.busy_poll_rounds = v;
+        }
+        if let Some(v) = args.flow_buffer {
+            config.flow_buffer = v;
+        }
+        if let Some(v) = &args.flow_export {
+            config.flow_export = Some(v.clone());
+        }
+        if let Some(v) = args.flow_export_max_bytes {
+            config.flow_export_max_bytes = v;
+        }
+        if let Some(v) = args.drop_sample_every {
+            config.drop_sample_every = v;
+        }
+        if let Some(v) = &args.netns {
+            config.netns = Some(v.clone());
+        }
+        config.fail_open |= args.fail_open;
+        config.detach_on_exit |= args.detach_on_exit;
+        if let Some(v) = &args.log_format {
+            config.log_format = v.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let de = serde_yaml::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let line = e
+                .inner()
+                .location()
+                .map(|l| format!("line {}: ", l.line()))
+                .unwrap_or_default();
+            ConfigError::Parse {
+                path: path.to_owned(),
+                reason: format!("{line}{}: {}", e.path(), e.inner()),
+            }
+        })
+    }
+
+    /// Checks ranges and the loopback rule for metrics.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = self.metrics
+            && !addr.ip().is_loopback()
+            && !self.metrics_allow_remote
+        {
+            return Err(ConfigError::Invalid {
+                field: "metrics",
+                reason: format!(
+                    "{addr} is not a loopback address; pass --metrics-allow-remote to expose \
+                     metrics on the network"
+                ),
+            });
+        }
+        if !(0..=99).contains(&self.realtime_priority) {
+            return Err(ConfigError::Invalid {
+                field: "realtime-priority",
+                reason: format!("{} is outside 0..=99", self.realtime_priority),
+            });
+        }
+        if self.datapath == DatapathMode::Fastpath && self.cores.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "cores",
+                reason: "the fast path needs at least one core".into(),
+            });
+        }
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(c) = self.cores.iter().find(|c| **c >= online) {
+            return Err(ConfigError::Invalid {
+                field: "cores",
+                reason: format!("core {c} does not exist (this machine has {online})"),
+            });
+        }
+        if self.flow_buffer == 0 {
+            return Err(ConfigError::Invalid {
+                field: "flow-buffer",
+                reason: "must hold at least one flow".into(),
+            });
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(ConfigError::Invalid {
+                field: "log-format",
+                reason: format!("{:?} is neither text nor json", self.log_format),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("sluice-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("agent.yaml");
+        std::fs::write(&file, "state-dir: /srv/state\nflow-buffer: 5\n").expect("write");
+        let args = AgentArgs {
+            config: Some(file.clone()),
+            flow_buffer: Some(7),
+            ..AgentArgs::default()
+        };
+        let c = AgentConfig::load(&args).expect("valid");
+        assert_eq!(c.state_dir, PathBuf::from("/srv/state"));
+        assert_eq!(c.flow_buffer, 7);
+
+        std::fs::write(&file, "state-dir: /srv/state\nflow-bufer: 5\n").expect("write");
+        let err = AgentConfig::load(&args).expect_err("typo").to_string();
+        assert!(
+            err.contains("flow-bufer") && err.contains("line 2"),
+            "{err}"
+        );
+
+        let remote = AgentArgs {
+            metrics: Some("0.0.0.0:9962".into()),
+            ..AgentArgs::default()
+        };
+        let err = AgentConfig::load(&remote).expect_err("remote").to_string();
+        assert!(err.contains("--metrics-allow-remote"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

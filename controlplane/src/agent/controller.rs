@@ -1,0 +1,1043 @@
+//! The agent's controller: the one thread that owns the identity cache, the XDP dataplane and
+//! the fast-path workers. It applies the source's desired state, keeps the BPF maps and the
+//! workers current, watches worker health, collects flows, and answers queries.
+//!
+//! Order of changes (so that enforcement never lapses and no packet is judged by a stale
+//! identity):
+//! - a new endpoint: identity and policy published, BPF maps synced, *then* the XDP program
+//!   attached to its interface (the kernel path enforces from its first packet), then the
+//!   workers restarted to serve it (the kernel path enforces meanwhile);
+//! - a removed or re-labelled endpoint: published, then the revocation barrier (every worker
+//!   past the snapshot that still held the old identity), then the maps synced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastpath::socket::PortSpec;
+use fastpath::supervisor::{FastPath, HealthEvent, WorkerState};
+use fastpath::worker::{Command, WorkerConfig};
+use identity_cache::identity::{ClusterKey, Identity, derive_identity};
+use identity_cache::ipcache::Source as IpSource;
+use identity_cache::labels::{LabelFilter, WorkloadMeta, workload_labels};
+use identity_cache::policy::{Action, PolicyKey};
+use identity_cache::protocol::Protocol;
+use identity_cache::state::{Enforce, IdentityCache, LocalAttachment, PeerRef, Workload};
+use identity_cache::tables::EnforcementConfig;
+use identity_cache::verdict::DirectionVerdict;
+use xdp_redirect::ipcache_map::InterfaceFacts;
+use xdp_redirect::loader::{DatapathSettings, Dataplane, EventStream};
+
+use super::config::{AgentConfig, DatapathMode};
+use super::enrich::{Directory, identity_labels, policy_ref};
+use super::hub::FlowHub;
+use crate::api::{
+    EndpointStatus, IdentityEntry, MapStatus, PolicyStatus, Rejection, Request, Response,
+    StatusReport, TraceDirection, TracePeer, TraceRequest, TraceResult, WorkerStatus,
+};
+use crate::source::files::DirectorySource;
+use crate::source::{Desired, EndpointMode, EndpointSpec};
+
+/// Messages to the controller.
+pub enum ControlMsg {
+    /// A query from the local API; the answer goes back on the channel.
+    Query(Box<Request>, tokio::sync::oneshot::Sender<Response>),
+    /// The Prometheus exposition.
+    Metrics(tokio::sync::oneshot::Sender<String>),
+    /// Stop.
+    Shutdown,
+}
+
+/// Host-side facts of the endpoints' interfaces, for the BPF maps.
+#[derive(Default)]
+struct Facts {
+    host_mac: BTreeMap<u32, [u8; 6]>,
+    kernel_mode: BTreeSet<u32>,
+}
+
+impl InterfaceFacts for Facts {
+    fn host_mac(&self, ifindex: u32) -> [u8; 6] {
+        self.host_mac.get(&ifindex).copied().unwrap_or_default()
+    }
+    fn kernel_mode(&self, ifindex: u32) -> bool {
+        self.kernel_mode.contains(&ifindex)
+    }
+}
+
+/// An endpoint as applied.
+struct Applied {
+    spec: EndpointSpec,
+    ifindex: u32,
+    identity: Identity,
+    namespace_labels: BTreeMap<String, String>,
+}
+
+/// Counters the metrics report besides the workers' own.
+#[derive(Default)]
+struct Totals {
+    policy_hits: BTreeMap<String, u64>,
+    kernel_events: u64,
+    health_events: u64,
+}
+
+/// The controller's state.
+pub struct Controller {
+    config: AgentConfig,
+    source: DirectorySource,
+    cache: IdentityCache,
+    plane: Dataplane,
+    fast: Option<FastPath>,
+    kernel_events: Option<EventStream>,
+    applied: BTreeMap<(String, String), Applied>,
+    policies: BTreeMap<PolicyKey, (String, identity_cache::policy::Policy)>,
+    rejected: Vec<Rejection>,
+    apply_rejected: Vec<Rejection>,
+    facts: Facts,
+    hub: Arc<FlowHub>,
+    started: Instant,
+    last_sync: Instant,
+    served: BTreeSet<u32>,
+    totals: Totals,
+    boot_ns: u64,
+}
+
+fn ifindex_of(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+fn ifname_of(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into buf, which we own.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("if{ifindex}");
+    }
+    // SAFETY: on success buf holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Nanoseconds between CLOCK_MONOTONIC's zero and the Unix epoch now (to date kernel events).
+fn monotonic_to_realtime_offset() -> u64 {
+    let mono = fastpath::worker::now_monotonic_ns();
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    real.saturating_sub(mono)
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The XDP program could not be loaded.
+    #[error("loading the XDP program (pins in {pin_dir}): {source}")]
+    Load {
+        /// Pin directory.
+        pin_dir: String,
+        /// The loader's error.
+        source: Box<xdp_redirect::loader::LoaderError>,
+    },
+}
+
+impl Controller {
+    /// Loads (or re-adopts) the dataplane and reads the state directory once.
+    pub fn new(config: AgentConfig, hub: Arc<FlowHub>) -> Result<Controller, ControllerError> {
+        let settings = DatapathSettings {
+            fail_open: config.fail_open,
+            events_for_allowed: true,
+            ..DatapathSettings::default()
+        };
+        let mut plane =
+            Dataplane::open(&config.pin_dir, settings).map_err(|e| ControllerError::Load {
+                pin_dir: config.pin_dir.display().to_string(),
+                source: Box::new(e),
+            })?;
+        let kernel_events = match plane.take_events() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("kernel-path flow events unavailable: {e}");
+                None
+            }
+        };
+        let source = DirectorySource::new(&config.state_dir);
+        Ok(Controller {
+            cache: IdentityCache::new(ClusterKey::default(), EnforcementConfig::default()),
+            source,
+            plane,
+            fast: None,
+            kernel_events,
+            applied: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            rejected: Vec::new(),
+            apply_rejected: Vec::new(),
+            facts: Facts::default(),
+            hub,
+            started: Instant::now(),
+            last_sync: Instant::now(),
+            served: BTreeSet::new(),
+            totals: Totals::default(),
+            boot_ns: monotonic_to_realtime_offset(),
+            config,
+        })
+    }
+
+    /// Runs until [`ControlMsg::Shutdown`] or the channel closes.
+    pub fn run(mut self, inbox: crossbeam::channel::Receiver<ControlMsg>) {
+        let watch = match self.source.watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("{e}; the directory is rescanned every 2 s instead");
+                None
+            }
+        };
+        self.reconcile(true);
+        let mut last_scan = Instant::now();
+        let tick = Duration::from_millis(50);
+        loop {
+            match inbox.recv_timeout(tick) {
+                Ok(ControlMsg::Shutdown)
+                | Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
+                    break;
+                }
+                Ok(ControlMsg::Query(request, reply)) => {
+                    let _ = reply.send(self.answer(*request));
+                }
+                Ok(ControlMsg::Metrics(reply)) => {
+                    let _ = reply.send(self.metrics());
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+            }
+            let changed = watch.as_ref().is_some_and(|(_, rx)| rx.try_recv().is_ok());
+            if changed || last_scan.elapsed() >= Duration::from_secs(2) {
+                if changed {
+                    // Let an editor finish writing (several events per save).
+                    std::thread::sleep(Duration::from_millis(30));
+                    if let Some((_, rx)) = watch.as_ref() {
+                        while rx.try_recv().is_ok() {}
+                    }
+                }
+                last_scan = Instant::now();
+                self.reconcile(false);
+            }
+            self.health();
+            self.collect_flows();
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(mut self) {
+        if let Some(mut fast) = self.fast.take() {
+            // Unsteered first: the in-kernel path enforces their queues from here on.
+            fast.stop(&mut self.plane);
+        }
+        if self.config.detach_on_exit {
+            match self.plane.destroy() {
+                Ok(()) => tracing::info!("XDP program detached and pins removed"),
+                Err(e) => tracing::error!("detaching: {e}"),
+            }
+        } else {
+            tracing::info!(
+                "leaving the XDP program attached: the in-kernel path enforces until the next \
+                 agent takes over (pins in {})",
+                self.config.pin_dir.display()
+            );
+        }
+    }
+
+    /// Reads the source and applies what changed.
+    fn reconcile(&mut self, force: bool) {
+        let changed = self.source.scan();
+        let unresolved = self
+            .apply_rejected
+            .iter()
+            .any(|r| r.reason.contains("interface"));
+        if !(changed || force || unresolved) {
+            return;
+        }
+        let desired = self.source.desired();
+        self.apply(desired);
+    }
+
+    fn workload_of(
+        &self,
+        spec: &EndpointSpec,
+        ns_labels: &BTreeMap<String, String>,
+        ifindex: u32,
+    ) -> Workload {
+        Workload {
+            uid: spec.uid.clone(),
+            namespace: spec.namespace.clone(),
+            name: spec.name.clone(),
+            labels: workload_labels(
+                &WorkloadMeta {
+                    namespace: &spec.namespace,
+                    pod_labels: Some(&spec.labels),
+                    namespace_labels: Some(ns_labels),
+                    service_account: Some(&spec.service_account),
+                    cluster: Some("default"),
+                },
+                &LabelFilter::default(),
+            ),
+            ips: spec.ips.clone(),
+            named_ports: spec.ports.clone(),
+            source: IpSource::File,
+            local: Some(LocalAttachment {
+                ifindex,
+                mac: spec.mac,
+            }),
+        }
+    }
+
+    fn apply(&mut self, desired: Desired) {
+        let mut rejected = Vec::new();
+        let mut revoked = false;
+
+        // Policies.
+        let stale: Vec<PolicyKey> = self
+            .policies
+            .keys()
+            .filter(|k| !desired.policies.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in stale {
+            self.cache.remove_policy(&key);
+            self.policies.remove(&key);
+            revoked = true;
+        }
+        for (key, policy) in &desired.policies {
+            let origin = desired
+                .origins
+                .get(&format!("{:?} {}", key.kind, key))
+                .cloned()
+                .unwrap_or_default();
+            // Re-applying an unchanged policy is cheap but not free: skip it.
+            let known = self
+                .policies
+                .get(key)
+                .is_some_and(|(o, p)| *o == origin && p == policy);
+            if !known {
+                self.cache.upsert_policy(policy.clone());
+                self.policies.insert(key.clone(), (origin, policy.clone()));
+                revoked = true;
+            }
+        }
+
+        // Endpoints gone, or moved to another interface / identity.
+        let gone: Vec<(String, String)> = self
+            .applied
+            .keys()
+            .filter(|k| !desired.endpoints.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(a) = self.applied.remove(&key) {
+                self.cache.remove_workload(&a.spec.uid);
+                revoked = true;
+            }
+        }
+        for (key, spec) in &desired.endpoints {
+            let ns_labels = desired
+                .namespaces
+                .get(&spec.namespace)
+                .cloned()
+                .unwrap_or_default();
+            let Some(ifindex) = ifindex_of(&spec.interface) else {
+                rejected.push(Rejection {
+                    origin: desired
+                        .origins
+                        .get(&format!("Endpoint {}/{}", spec.namespace, spec.name))
+                        .cloned()
+                        .unwrap_or_default(),
+                    line: None,
+                    reason: format!(
+                        "Endpoint {}/{}: spec.interface: no interface {} on this node (retried \
+                         every 2 s)",
+                        spec.namespace, spec.name, spec.interface
+                    ),
+                });
+                if let Some(a) = self.applied.remove(key) {
+                    self.cache.remove_workload(&a.spec.uid);
+                    revoked = true;
+                }
+                continue;
+            };
+            let unchanged = self.applied.get(key).is_some_and(|a| {
+                a.spec == *spec && a.ifindex == ifindex && a.namespace_labels == ns_labels
+            });
+            if unchanged {
+                continue;
+            }
+            if let Some(old) = self.applied.get(key)
+                && old.spec.uid != spec.uid
+            {
+                self.cache.remove_workload(&old.spec.uid);
+            }
+            let workload = self.workload_of(spec, &ns_labels, ifindex);
+            match self.cache.upsert_workload(workload) {
+                Ok(identity) => {
+                    if self
+                        .applied
+                        .get(key)
+                        .is_some_and(|a| a.identity != identity)
+                    {
+                        revoked = true;
+                    }
+                    self.applied.insert(
+                        key.clone(),
+                        Applied {
+                            spec: spec.clone(),
+                            ifindex,
+                            identity,
+                            namespace_labels: ns_labels,
+                        },
+                    );
+                }
+                Err(e) => rejected.push(Rejection {
+                    origin: spec.interface.clone(),
+                    line: None,
+                    reason: format!("Endpoint {}/{}: {e}", spec.namespace, spec.name),
+                }),
+            }
+        }
+
+        // Publish; revocations wait for every worker to move past the old snapshot.
+        let generation = self.cache.publish();
+        if revoked
+            && let Err(e) = self
+                .cache
+                .wait_for_readers(generation, Duration::from_secs(1))
+        {
+            tracing::warn!("revocation barrier: {e}; the slow workers are checked by health");
+        }
+
+        // Interface facts, maps, attachments.
+        self.facts = Facts::default();
+        for a in self.applied.values() {
+            let mac = fastpath::socket::interface_mac(&a.spec.interface).unwrap_or_default();
+            self.facts.host_mac.insert(a.ifindex, mac);
+            if a.spec.mode == EndpointMode::Kernel || self.config.datapath == DatapathMode::Kernel {
+                self.facts.kernel_mode.insert(a.ifindex);
+            }
+        }
+        let snapshot = self.cache.pending();
+        match self.plane.sync(&snapshot, &self.facts) {
+            Ok(_) => self.last_sync = Instant::now(),
+            Err(e) => {
+                tracing::error!("syncing the BPF maps: {e}");
+                rejected.push(Rejection {
+                    origin: "dataplane".into(),
+                    line: None,
+                    reason: format!("BPF maps not synced: {e}"),
+                });
+            }
+        }
+        let wanted: BTreeSet<u32> = self.applied.values().map(|a| a.ifindex).collect();
+        let attached: BTreeSet<u32> = self.plane.attachments().map(|(i, _)| i).collect();
+        for &ifindex in wanted.difference(&attached) {
+            match self.plane.attach(ifindex) {
+                Ok(mode) => tracing::info!("XDP attached to {} ({mode})", ifname_of(ifindex)),
+                Err(e) => rejected.push(Rejection {
+                    origin: ifname_of(ifindex),
+                    line: None,
+                    reason: format!("cannot attach the XDP program: {e}"),
+                }),
+            }
+        }
+        for &ifindex in attached.difference(&wanted) {
+            if let Err(e) = self.plane.detach(ifindex) {
+                tracing::warn!("detaching from {}: {e}", ifname_of(ifindex));
+            }
+        }
+
+        self.restart_workers_if_needed();
+        for a in self.applied.values() {
+            if let Some(fast) = &self.fast {
+                fast.broadcast(&Command::SetAudit {
+                    ifindex: a.ifindex,
+                    audit: a.spec.mode == EndpointMode::Audit,
+                });
+            }
+        }
+
+        let mut all = desired.rejected;
+        all.extend(rejected.iter().cloned());
+        if all != self.rejected {
+            for r in &all {
+                tracing::warn!(origin = %r.origin, line = ?r.line, "rejected: {}", r.reason);
+            }
+        }
+        self.rejected = all;
+        self.apply_rejected = rejected;
+    }
+
+    fn restart_workers_if_needed(&mut self) {
+        let served: BTreeSet<u32> = if self.config.datapath == DatapathMode::Fastpath {
+            self.applied
+                .values()
+                .filter(|a| a.spec.mode != EndpointMode::Kernel)
+                .map(|a| a.ifindex)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        if served == self.served && (self.fast.is_some() || served.is_empty()) {
+            return;
+        }
+        if let Some(mut fast) = self.fast.take() {
+            fast.stop(&mut self.plane);
+        }
+        self.served = served.clone();
+        if served.is_empty() {
+            return;
+        }
+        // A worker forwards only between its own sockets, so every worker needs a socket on
+        // every served interface: worker w takes the queues q with q % workers == w, and
+        // there are at most as many workers as the fewest queues any interface has (veths
+        // have one by default: one worker serves them all).
+        let queues = served
+            .iter()
+            .map(|&i| fastpath::socket::queue_count(&ifname_of(i)).unwrap_or(1))
+            .min()
+            .unwrap_or(1);
+        let workers = self.config.cores.len().clamp(1, queues as usize);
+        if workers < self.config.cores.len() {
+            tracing::info!(
+                "{} cores configured but the interfaces have {queues} queue(s): {workers} \
+                 worker(s)",
+                self.config.cores.len()
+            );
+        }
+        let mut configs = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let ports: Vec<PortSpec> = served
+                .iter()
+                .flat_map(|&ifindex| {
+                    (0..queues)
+                        .filter(move |q| *q as usize % workers == w)
+                        .map(move |queue| PortSpec {
+                            ifname: ifname_of(ifindex),
+                            ifindex,
+                            queue,
+                        })
+                })
+                .collect();
+            let mut config = WorkerConfig::new(w, ports);
+            config.core = self.config.cores.get(w).copied();
+            config.scheduling.realtime_priority =
+                (self.config.realtime_priority > 0).then_some(self.config.realtime_priority);
+            config.scheduling.busy_poll_rounds = self.config.busy_poll_rounds;
+            config.events.drop_sample_every = self.config.drop_sample_every;
+            config.audit = self
+                .applied
+                .values()
+                .filter(|a| a.spec.mode == EndpointMode::Audit)
+                .map(|a| a.ifindex)
+                .collect();
+            configs.push(config);
+        }
+        for a in self.applied.values() {
+            if self.served.contains(&a.ifindex)
+                && let Err(e) = fastpath::sched::enable_threaded_napi(&a.spec.interface)
+            {
+                tracing::debug!("{e}");
+            }
+        }
+        match FastPath::start(configs, &self.cache, &mut self.plane) {
+            Ok(fast) => {
+                tracing::info!("fast path serving {} interfaces", self.served.len());
+                self.fast = Some(fast);
+            }
+            Err(e) => {
+                tracing::error!("fast path not started ({e}); the in-kernel path enforces");
+                self.served.clear();
+            }
+        }
+    }
+
+    fn health(&mut self) {
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        for event in fast.check(&self.cache, &mut self.plane) {
+            self.totals.health_events += 1;
+            match &event {
+                HealthEvent::Recovered { .. } | HealthEvent::Restarted { .. } => {
+                    tracing::info!("worker health: {event:?}");
+                }
+                _ => tracing::error!("worker health: {event:?}; the in-kernel path enforces"),
+            }
+        }
+    }
+
+    fn collect_flows(&mut self) {
+        let mut events = Vec::new();
+        let mut lost = 0;
+        if let Some(fast) = &self.fast {
+            fast.drain_events(&mut events);
+            lost += fast.workers().map(|w| w.events().lost()).sum::<u64>();
+        }
+        let mut kernel = Vec::new();
+        if let Some(stream) = self.kernel_events.as_mut() {
+            while let Some(e) = stream.next_event() {
+                kernel.push(e);
+                if kernel.len() >= 4096 {
+                    break;
+                }
+            }
+        }
+        if events.is_empty() && kernel.is_empty() {
+            return;
+        }
+        let snapshot = self.cache.pending();
+        let directory = Directory {
+            snapshot: &snapshot,
+            registry: self.cache.registry(),
+            interface_name: &ifname_of,
+        };
+        let mut records: Vec<_> = events.iter().map(|e| directory.from_fastpath(e)).collect();
+        records.extend(
+            kernel
+                .iter()
+                .map(|e| directory.from_kernel(e, e.timestamp_ns + self.boot_ns)),
+        );
+        self.totals.kernel_events += kernel.len() as u64;
+        for r in &records {
+            if let Some(p) = &r.policy {
+                *self
+                    .totals
+                    .policy_hits
+                    .entry(format!("{}|{}|{}", p.kind, p.namespace, p.name))
+                    .or_default() += 1;
+            }
+        }
+        records.sort_by_key(|r| r.time_ns);
+        self.hub.set_lost(lost);
+        self.hub.push_all(records);
+    }
+
+    fn answer(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Trace(t) => match self.trace(&t) {
+                Ok(r) => Response::Trace(Box::new(r)),
+                Err(message) => Response::Error { message },
+            },
+            Request::Identities => Response::Identities(self.identities()),
+            Request::Latency => Response::Latency(Box::new(self.latency())),
+            Request::Observe { .. } => Response::Error {
+                message: "observe is served by the API front end".into(),
+            },
+        }
+    }
+
+    fn status(&mut self) -> StatusReport {
+        let snapshot = self.cache.pending();
+        let worker_states: BTreeMap<usize, (WorkerState, u32)> = self
+            .fast
+            .as_ref()
+            .map(|f| {
+                f.states()
+                    .into_iter()
+                    .map(|(i, s, r)| (i, (s, r)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fallback_active = worker_states
+            .values()
+            .any(|(s, _)| *s != WorkerState::Running);
+        let endpoints = self
+            .applied
+            .values()
+            .map(|a| {
+                let local = snapshot.policy.locals.get(&a.identity);
+                let enforced = |d| local.is_some_and(|l| l.direction(d).enforced);
+                let datapath = if self.facts.kernel_mode.contains(&a.ifindex)
+                    || !self.served.contains(&a.ifindex)
+                    || fallback_active
+                {
+                    "kernel"
+                } else {
+                    "fastpath"
+                };
+                EndpointStatus {
+                    namespace: a.spec.namespace.clone(),
+                    name: a.spec.name.clone(),
+                    identity: a.identity.0,
+                    ips: a.spec.ips.iter().map(IpAddr::to_string).collect(),
+                    interface: a.spec.interface.clone(),
+                    mode: a.spec.mode.as_str().into(),
+                    ingress_enforced: enforced(identity_cache::policy::Direction::Ingress),
+                    egress_enforced: enforced(identity_cache::policy::Direction::Egress),
+                    datapath: datapath.into(),
+                }
+            })
+            .collect();
+        let policies = self
+            .policies
+            .iter()
+            .map(|(k, (origin, _))| PolicyStatus {
+                kind: format!("{:?}", k.kind),
+                namespace: k.namespace.clone().unwrap_or_default(),
+                name: k.name.clone(),
+                origin: origin.clone(),
+            })
+            .collect();
+        let mut workers = Vec::new();
+        if let Some(fast) = &self.fast {
+            for handle in fast.workers() {
+                let c = handle.stats().counters();
+                let core = handle.stats().core();
+                let sockets = handle.stats().sockets();
+                let index = handle.config().index;
+                let (state, restarts) = worker_states
+                    .get(&index)
+                    .cloned()
+                    .unwrap_or((WorkerState::Running, 0));
+                workers.push(WorkerStatus {
+                    index,
+                    core: handle.config().core,
+                    state: match state {
+                        WorkerState::Running => "running".into(),
+                        WorkerState::Stalled => "stalled".into(),
+                        WorkerState::Down { reason } => format!("down: {reason}"),
+                    },
+                    restarts,
+                    ports: handle
+                        .config()
+                        .ports
+                        .iter()
+                        .map(|p| format!("{}/{}", p.ifname, p.queue))
+                        .collect(),
+                    pps: core.as_ref().map_or(0.0, |c| c.pps()),
+                    p50_us: core
+                        .as_ref()
+                        .map_or(0.0, |c| c.latency.value_at_quantile(0.5) as f64 / 1000.0),
+                    p99_us: core
+                        .as_ref()
+                        .map_or(0.0, |c| c.latency.value_at_quantile(0.99) as f64 / 1000.0),
+                    packets: c.packets,
+                    socket_lost: sockets.iter().map(|s| s.lost()).sum(),
+                    fill_ring_empty: sockets.iter().map(|s| s.rx_fill_ring_empty).sum(),
+                    conntrack_full: c.conntrack_full,
+                    events_lost: c.events_lost,
+                });
+            }
+        }
+        let maps = self
+            .plane
+            .pressure()
+            .map(|ps| {
+                ps.into_iter()
+                    .map(|p| MapStatus {
+                        name: p.map.into(),
+                        entries: p.entries,
+                        capacity: p.max as usize,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: self.started.elapsed().as_secs(),
+            source: format!("directory {}", self.source.dir().display()),
+            last_sync_age_s: self.last_sync.elapsed().as_secs_f64(),
+            datapath: match self.config.datapath {
+                DatapathMode::Fastpath => "fastpath",
+                DatapathMode::Kernel => "kernel",
+            }
+            .into(),
+            fallback_active,
+            endpoints,
+            policies,
+            rejected: self.rejected.clone(),
+            workers,
+            maps,
+            identities: self.cache.registry().len(),
+            flows: self.hub.counts(),
+        }
+    }
+
+    /// Resolves one side of a trace to (identity, address, is a local endpoint, labels).
+    fn trace_peer(
+        &self,
+        peer: &TracePeer,
+        side: &str,
+    ) -> Result<(Identity, IpAddr, bool, Vec<String>), String> {
+        let snapshot = self.cache.pending();
+        if let Some(pod) = &peer.pod {
+            let (ns, name) = pod.split_once('/').unwrap_or(("default", pod.as_str()));
+            let a = self
+                .applied
+                .get(&(ns.to_owned(), name.to_owned()))
+                .ok_or_else(|| format!("--{side}-pod: no endpoint {ns}/{name} on this node"))?;
+            let ip = a.spec.ips[0];
+            return Ok((
+                a.identity,
+                ip,
+                true,
+                identity_labels(self.cache.registry(), a.identity),
+            ));
+        }
+        if let Some(ip) = &peer.ip {
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("--{side}-ip: {ip:?} is not an IP address"))?;
+            let id = snapshot.identity_of(ip);
+            let local = snapshot.endpoints.by_ip(ip).is_some();
+            return Ok((id, ip, local, identity_labels(self.cache.registry(), id)));
+        }
+        if peer.labels.is_empty() {
+            return Err(format!(
+                "say who the {side} is: --{side}-labels, --{side}-pod or --{side}-ip"
+            ));
+        }
+        let mut pod_labels = BTreeMap::new();
+        for l in &peer.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| format!("--{side}-labels: {l:?} is not key=value"))?;
+            let k = k.split_once(':').map_or(k, |(_, k)| k);
+            pod_labels.insert(k.to_owned(), v.to_owned());
+        }
+        let ns = peer.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns_labels = self
+            .applied
+            .values()
+            .find(|a| a.spec.namespace == ns)
+            .map(|a| a.namespace_labels.clone())
+            .unwrap_or_default();
+        let labels = workload_labels(
+            &WorkloadMeta {
+                namespace: &ns,
+                pod_labels: Some(&pod_labels),
+                namespace_labels: Some(&ns_labels),
+                service_account: Some("default"),
+                cluster: Some("default"),
+            },
+            &LabelFilter::default(),
+        );
+        let id = derive_identity(self.cache.registry().key(), &labels);
+        let names = labels.iter().map(|l| l.to_string()).collect();
+        Ok((id, IpAddr::from([0, 0, 0, 0]), true, names))
+    }
+
+    fn trace(&self, t: &TraceRequest) -> Result<TraceResult, String> {
+        let protocol: Protocol = t.protocol.parse().map_err(|e| format!("{e}"))?;
+        let (from_id, from_ip, from_local, from_labels) = self.trace_peer(&t.from, "from")?;
+        let (to_id, to_ip, to_local, to_labels) = self.trace_peer(&t.to, "to")?;
+        let snapshot = self.cache.pending();
+        let verdict = snapshot.decide(
+            PeerRef {
+                identity: from_id,
+                ip: from_ip,
+            },
+            PeerRef {
+                identity: to_id,
+                ip: to_ip,
+            },
+            protocol,
+            t.port,
+            Enforce {
+                egress: from_local,
+                ingress: to_local,
+            },
+        );
+        let rule_of =
+            |d: &DirectionVerdict| d.rule.and_then(|r| snapshot.policy.rule(r)).map(policy_ref);
+        let direction = |name: &str, d: &DirectionVerdict| TraceDirection {
+            direction: name.into(),
+            action: match d.action {
+                Action::Allow => "ALLOW",
+                Action::Deny => "DENY",
+            }
+            .into(),
+            enforced: d.enforced,
+            rule: rule_of(d),
+            match_type: d.match_kind.name().into(),
+            drop_reason: d.drop_reason.map(|r| r.name().into()),
+        };
+        let deciding = verdict.deciding();
+        Ok(TraceResult {
+            from_identity: from_id.0,
+            from_labels,
+            to_identity: to_id.0,
+            to_labels,
+            verdict: if verdict.allowed() {
+                "FORWARDED"
+            } else {
+                "DROPPED"
+            }
+            .into(),
+            drop_reason: verdict.drop_reason.map(|r| r.name().into()),
+            deciding_direction: verdict.direction.map(|d| d.as_str().into()),
+            rule: deciding.and_then(rule_of),
+            egress: verdict.egress.as_ref().map(|d| direction("egress", d)),
+            ingress: verdict.ingress.as_ref().map(|d| direction("ingress", d)),
+        })
+    }
+
+    fn identities(&self) -> Vec<IdentityEntry> {
+        let registry = self.cache.registry();
+        let mut out: Vec<IdentityEntry> = registry
+            .iter()
+            .map(|(id, _)| IdentityEntry {
+                identity: id.0,
+                labels: identity_labels(registry, id),
+                endpoints: self
+                    .applied
+                    .values()
+                    .filter(|a| a.identity == id)
+                    .map(|a| format!("{}/{}", a.spec.namespace, a.spec.name))
+                    .collect(),
+                reserved: id.is_reserved(),
+            })
+            .collect();
+        out.sort_by_key(|e| e.identity);
+        out
+    }
+
+    fn latency(&self) -> perf::LatencyReport {
+        let mut report =
+            perf::LatencyReport::new("sluice fast-path workers", perf::MachineInfo::detect());
+        if let Some(fast) = &self.fast {
+            for handle in fast.workers() {
+                if let Some(core) = handle.stats().core() {
+                    report.push(core);
+                }
+            }
+        }
+        report
+    }
+
+    fn metrics(&mut self) -> String {
+        use identity_cache::verdict::DropReason;
+        let mut e = perf::prometheus::Exposition::new();
+        let mut packets = [0u64; 3];
+        let mut drops = BTreeMap::new();
+        let mut cores = Vec::new();
+        let mut events_lost = 0;
+        if let Some(fast) = &self.fast {
+            for handle in fast.workers() {
+                let c = handle.stats().counters();
+                for (total, n) in packets.iter_mut().zip(c.packets) {
+                    *total += n;
+                }
+                for r in DropReason::ALL {
+                    *drops.entry(r.name()).or_insert(0u64) += c.dropped(r);
+                }
+                events_lost += c.events_lost;
+                if let Some(core) = handle.stats().core() {
+                    cores.push(core);
+                }
+            }
+        }
+        for (i, verdict) in ["FORWARDED", "DROPPED", "AUDIT"].iter().enumerate() {
+            let _ = e.counter(
+                "sluice_fastpath_packets_total",
+                "Packets decided by the fast-path workers, by verdict.",
+                &[("verdict", verdict)],
+                packets[i] as f64,
+            );
+        }
+        for (reason, n) in &drops {
+            let _ = e.counter(
+                "sluice_fastpath_drops_total",
+                "Packets the fast-path workers dropped, by reason.",
+                &[("reason", reason)],
+                *n as f64,
+            );
+        }
+        if let Ok(kc) = self.plane.counters() {
+            for r in DropReason::ALL {
+                let _ = e.counter(
+                    "sluice_kernel_drops_total",
+                    "Packets the in-kernel path dropped, by reason.",
+                    &[("reason", r.name())],
+                    kc.dropped(r) as f64,
+                );
+            }
+            let _ = e.counter(
+                "sluice_kernel_packets_total",
+                "Packets the XDP program saw.",
+                &[],
+                kc.total() as f64,
+            );
+        }
+        for (key, n) in &self.totals.policy_hits {
+            let mut parts = key.splitn(3, '|');
+            let (kind, ns, name) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let _ = e.counter(
+                "sluice_policy_flows_total",
+                "Flows attributed to a policy (new flows and drops).",
+                &[("kind", kind), ("namespace", ns), ("name", name)],
+                *n as f64,
+            );
+        }
+        let _ = e.core_stats("sluice_worker", &cores);
+        if let Ok(pressure) = self.plane.pressure() {
+            for p in pressure {
+                let _ = e.gauge(
+                    "sluice_bpf_map_entries",
+                    "Entries in a BPF map.",
+                    &[("map", p.map)],
+                    p.entries as f64,
+                );
+                let _ = e.gauge(
+                    "sluice_bpf_map_capacity",
+                    "Capacity of a BPF map.",
+                    &[("map", p.map)],
+                    f64::from(p.max),
+                );
+            }
+        }
+        let (seen, evicted, _) = self.hub.counts();
+        let _ = e.counter(
+            "sluice_flow_events_lost_total",
+            "Flow events dropped before reaching the flow buffer.",
+            &[],
+            events_lost as f64,
+        );
+        let _ = e.counter(
+            "sluice_flows_total",
+            "Flows recorded in the flow buffer.",
+            &[],
+            seen as f64,
+        );
+        let _ = e.counter(
+            "sluice_flows_evicted_total",
+            "Flows pushed out of the flow buffer.",
+            &[],
+            evicted as f64,
+        );
+        let _ = e.gauge(
+            "sluice_identities",
+            "Identities in use.",
+            &[],
+            self.cache.registry().len() as f64,
+        );
+        let _ = e.gauge(
+            "sluice_seconds_since_last_sync",
+            "Seconds since the BPF maps were last synced with the source.",
+            &[],
+            self.last_sync.elapsed().as_secs_f64(),
+        );
+        let _ = e.gauge(
+            "sluice_rejected_objects",
+            "Files and objects the agent refused.",
+            &[],
+            self.rejected.len() as f64,
+        );
+        e.render()
+    }
+}
