@@ -138,10 +138,16 @@ impl Lab {
 
     /// Starts `sluice agent` in the node namespace and waits until it serves the endpoints.
     fn agent(&self) -> Agent {
+        self.agent_with(&["--metrics", "off"])
+    }
+
+    /// The same with extra flags.
+    fn agent_with(&self, extra: &[&str]) -> Agent {
         let log = self.dir.join(format!("agent-{}.log", support::unique("")));
         let out = std::fs::File::create(&log).expect("log");
         let child = Command::new(SLUICE)
-            .args(["agent", "--netns", &self.node.name, "--metrics", "off"])
+            .args(["agent", "--netns", &self.node.name])
+            .args(extra)
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--socket")
@@ -259,7 +265,10 @@ fn with_lab(body: impl FnOnce(&Lab)) {
 #[test]
 fn observe_trace_and_status_tell_what_the_dataplane_did() {
     with_lab(|lab| {
-        let _agent = lab.agent();
+        let export = lab.dir.join("flows.jsonl");
+        let export_arg = export.display().to_string();
+        let _agent =
+            lab.agent_with(&["--metrics", "127.0.0.1:19962", "--flow-export", &export_arg]);
         let stop = Arc::new(AtomicBool::new(false));
         let b = lab.backend.ip;
         let s1 = tcp_server(
@@ -352,6 +361,48 @@ fn observe_trace_and_status_tell_what_the_dataplane_did() {
         assert_eq!(t["drop_reason"], "POLICY_DENIED", "{t}");
         let t = trace("app=frontend", "9090/TCP");
         assert_eq!(t["verdict"], "DROPPED", "{t}");
+
+        // The audit trail and the metrics say the same.
+        let exported: Vec<FlowRecord> = std::fs::read_to_string(&export)
+            .expect("flow export")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON flow per line"))
+            .collect();
+        assert!(
+            exported
+                .iter()
+                .any(|f| f.verdict == "DROPPED" && f.source.pod.as_deref() == Some("rogue-1"))
+        );
+        assert!(
+            exported
+                .iter()
+                .any(|f| f.verdict == "FORWARDED" && f.destination.port == 8080)
+        );
+        let metrics = spawn_in(&lab.node, || {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:19962").expect("metrics port");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("request");
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text
+        })
+        .join()
+        .expect("metrics");
+        let value = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing in\n{metrics}"))
+        };
+        assert!(value("sluice_fastpath_packets_total{verdict=\"FORWARDED\"}") > 0.0);
+        assert!(value("sluice_fastpath_drops_total{reason=\"POLICY_DENIED\"}") >= 2.0);
+        assert!(
+            value(
+                "sluice_policy_flows_total{kind=\"CiliumNetworkPolicy\",namespace=\"shop\",name=\"allow-frontend\"}"
+            ) > 0.0
+        );
+        assert!(value("sluice_identities") >= 3.0);
 
         // status reflects a rejected policy file, and keeps enforcing.
         std::fs::write(
