@@ -38,6 +38,46 @@ pub enum Request {
     Identities,
     /// The per-core latency report of the fast-path workers.
     Latency,
+    /// From the CNI plugin: a pod was attached; program its endpoint and answer once done.
+    CniAdd(CniAttachment),
+    /// From the CNI plugin: a pod's network is being torn down.
+    CniDel {
+        /// Runtime container id.
+        container_id: String,
+        /// Pod namespace.
+        namespace: String,
+        /// Pod name.
+        pod: String,
+    },
+    /// From the CNI plugin: is the pod's endpoint programmed?
+    CniCheck {
+        /// Pod namespace.
+        namespace: String,
+        /// Pod name.
+        pod: String,
+    },
+}
+
+/// A pod's attachment as the CNI plugin saw it in the main plugin's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    /// Runtime container id.
+    pub container_id: String,
+    /// Pod namespace (`K8S_POD_NAMESPACE`).
+    pub namespace: String,
+    /// Pod name (`K8S_POD_NAME`).
+    pub pod: String,
+    /// Pod UID (`K8S_POD_UID`), when the runtime passes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Host-side interface of the pod's veth.
+    pub interface: String,
+    /// The pod's addresses.
+    pub ips: Vec<String>,
+    /// The pod interface's MAC.
+    pub mac: String,
+    /// The pod's network namespace path.
+    pub netns: String,
 }
 
 /// One line of the agent's answer.
@@ -62,6 +102,8 @@ pub enum Response {
     Identities(Vec<IdentityEntry>),
     /// The latency report.
     Latency(Box<perf::LatencyReport>),
+    /// A CNI request was carried out; the endpoint as programmed (absent after a DEL).
+    Cni(Option<Box<EndpointStatus>>),
     /// The request could not be served.
     Error {
         /// What went wrong.

@@ -257,7 +257,14 @@ impl IdentityRegistry {
     ///
     /// Returns whether the identity is new, or a collision error (the number is then poisoned
     /// for every label set that derives it until all of them are released).
+    ///
+    /// A workload whose label set is exactly `reserved:init` (a pod whose labels are not known
+    /// yet, e.g. between its CNI ADD and the API server's pod event) gets the reserved `init`
+    /// identity, which policy can name (`fromEntities: [init]`) and which is default-deny.
     pub fn acquire(&mut self, labels: &LabelSet) -> Result<(Identity, bool), IdentityError> {
+        if *labels == ReservedIdentity::Init.labels() {
+            return Ok((Identity::INIT, false));
+        }
         let id = derive_identity(&self.key, labels);
         self.acquire_as(id, labels, IdentityKind::Workload)
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fastpath::socket::PortSpec;
 use fastpath::supervisor::{FastPath, HealthEvent, WorkerState};
 use fastpath::worker::{Command, WorkerConfig};
-use identity_cache::identity::{ClusterKey, Identity, derive_identity};
+use identity_cache::identity::{ClusterKey, Identity, ReservedIdentity, derive_identity};
 use identity_cache::ipcache::Source as IpSource;
 use identity_cache::labels::{LabelFilter, WorkloadMeta, workload_labels};
 use identity_cache::policy::{Action, PolicyKey};
@@ -33,8 +33,8 @@ use super::config::{AgentConfig, DatapathMode};
 use super::enrich::{Directory, identity_labels, policy_ref};
 use super::hub::FlowHub;
 use crate::api::{
-    EndpointStatus, IdentityEntry, MapStatus, PolicyStatus, Rejection, Request, Response,
-    StatusReport, TraceDirection, TracePeer, TraceRequest, TraceResult, WorkerStatus,
+    CniAttachment, EndpointStatus, IdentityEntry, MapStatus, PolicyStatus, Rejection, Request,
+    Response, StatusReport, TraceDirection, TracePeer, TraceRequest, TraceResult, WorkerStatus,
 };
 use crate::source::files::DirectorySource;
 use crate::source::{Desired, EndpointMode, EndpointSpec};
@@ -98,6 +98,10 @@ pub struct Controller {
     started: Instant,
     last_sync: Instant,
     served: BTreeSet<u32>,
+    /// Pods the CNI plugin attached, by (namespace, name).
+    cni: BTreeMap<(String, String), CniAttachment>,
+    /// The source's desired state as last read (CNI requests are merged into it).
+    desired: Desired,
     totals: Totals,
     boot_ns: u64,
 }
@@ -182,6 +186,8 @@ impl Controller {
             started: Instant::now(),
             last_sync: Instant::now(),
             served: BTreeSet::new(),
+            cni: BTreeMap::new(),
+            desired: Desired::default(),
             totals: Totals::default(),
             boot_ns: monotonic_to_realtime_offset(),
             config,
@@ -261,8 +267,96 @@ impl Controller {
         if !(changed || force || unresolved) {
             return;
         }
-        let desired = self.source.desired();
-        self.apply(desired);
+        self.desired = self.source.desired();
+        self.apply();
+    }
+
+    /// The endpoints to enforce: the source's, with the CNI plugin's attachments filled in
+    /// (the runtime knows where a pod is attached); a pod attached before any source described
+    /// it gets the reserved `init` identity.
+    fn endpoints_with_cni(&self, desired: &Desired) -> BTreeMap<(String, String), EndpointSpec> {
+        let mut endpoints = desired.endpoints.clone();
+        for (key, att) in &self.cni {
+            let base = endpoints
+                .get(key)
+                .or_else(|| desired.awaiting_cni.get(key))
+                .cloned();
+            let mut spec = base.unwrap_or_else(|| EndpointSpec {
+                namespace: att.namespace.clone(),
+                name: att.pod.clone(),
+                uid: att
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| format!("cni:{}", att.container_id)),
+                labels: BTreeMap::new(),
+                service_account: "default".into(),
+                interface: String::new(),
+                ips: Vec::new(),
+                mac: [0; 6],
+                ports: Vec::new(),
+                mode: EndpointMode::Enforce,
+                init: true,
+            });
+            spec.interface = att.interface.clone();
+            spec.ips = att.ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+            spec.mac = crate::source::files::parse_mac(&att.mac).unwrap_or_default();
+            endpoints.insert(key.clone(), spec);
+        }
+        endpoints
+    }
+
+    /// Carries out a CNI request: records the attachment, applies, and reports the endpoint
+    /// as programmed (or why it is not).
+    fn cni_add(&mut self, att: CniAttachment) -> Response {
+        let key = (att.namespace.clone(), att.pod.clone());
+        if att.ips.iter().any(|ip| ip.parse::<IpAddr>().is_err())
+            || crate::source::files::parse_mac(&att.mac).is_none()
+        {
+            return Response::Error {
+                message: format!(
+                    "CNI ADD for {}/{}: bad addresses {:?} or MAC {:?}",
+                    att.namespace, att.pod, att.ips, att.mac
+                ),
+            };
+        }
+        self.cni.insert(key.clone(), att);
+        self.apply();
+        self.cni_check(&key)
+    }
+
+    fn cni_check(&mut self, key: &(String, String)) -> Response {
+        let programmed = self
+            .applied
+            .get(key)
+            .is_some_and(|a| self.plane.attachments().any(|(i, _)| i == a.ifindex));
+        if programmed {
+            let status = self.status();
+            let ep = status
+                .endpoints
+                .into_iter()
+                .find(|e| e.namespace == key.0 && e.name == key.1);
+            return Response::Cni(ep.map(Box::new));
+        }
+        let why: Vec<String> = self
+            .rejected
+            .iter()
+            .filter(|r| {
+                r.reason.contains(&format!("{}/{}", key.0, key.1)) || r.origin.contains(&key.1)
+            })
+            .map(|r| r.reason.clone())
+            .collect();
+        Response::Error {
+            message: format!(
+                "endpoint {}/{} is not programmed{}",
+                key.0,
+                key.1,
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", why.join("; "))
+                }
+            ),
+        }
     }
 
     fn workload_of(
@@ -275,16 +369,20 @@ impl Controller {
             uid: spec.uid.clone(),
             namespace: spec.namespace.clone(),
             name: spec.name.clone(),
-            labels: workload_labels(
-                &WorkloadMeta {
-                    namespace: &spec.namespace,
-                    pod_labels: Some(&spec.labels),
-                    namespace_labels: Some(ns_labels),
-                    service_account: Some(&spec.service_account),
-                    cluster: Some("default"),
-                },
-                &LabelFilter::default(),
-            ),
+            labels: if spec.init {
+                ReservedIdentity::Init.labels()
+            } else {
+                workload_labels(
+                    &WorkloadMeta {
+                        namespace: &spec.namespace,
+                        pod_labels: Some(&spec.labels),
+                        namespace_labels: Some(ns_labels),
+                        service_account: Some(&spec.service_account),
+                        cluster: Some("default"),
+                    },
+                    &LabelFilter::default(),
+                )
+            },
             ips: spec.ips.clone(),
             named_ports: spec.ports.clone(),
             source: IpSource::File,
@@ -295,7 +393,14 @@ impl Controller {
         }
     }
 
-    fn apply(&mut self, desired: Desired) {
+    fn apply(&mut self) {
+        let desired = std::mem::take(&mut self.desired);
+        self.apply_desired(&desired);
+        self.desired = desired;
+    }
+
+    fn apply_desired(&mut self, desired: &Desired) {
+        let endpoints = self.endpoints_with_cni(desired);
         let mut rejected = Vec::new();
         let mut revoked = false;
 
@@ -333,7 +438,7 @@ impl Controller {
         let gone: Vec<(String, String)> = self
             .applied
             .keys()
-            .filter(|k| !desired.endpoints.contains_key(*k))
+            .filter(|k| !endpoints.contains_key(*k))
             .cloned()
             .collect();
         for key in gone {
@@ -342,7 +447,7 @@ impl Controller {
                 revoked = true;
             }
         }
-        for (key, spec) in &desired.endpoints {
+        for (key, spec) in &endpoints {
             let ns_labels = desired
                 .namespaces
                 .get(&spec.namespace)
@@ -466,7 +571,7 @@ impl Controller {
             }
         }
 
-        let mut all = desired.rejected;
+        let mut all = desired.rejected.clone();
         all.extend(rejected.iter().cloned());
         if all != self.rejected {
             for r in &all {
@@ -631,6 +736,15 @@ impl Controller {
             },
             Request::Identities => Response::Identities(self.identities()),
             Request::Latency => Response::Latency(Box::new(self.latency())),
+            Request::CniAdd(att) => self.cni_add(att),
+            Request::CniDel { namespace, pod, .. } => {
+                let key = (namespace, pod);
+                if self.cni.remove(&key).is_some() {
+                    self.apply();
+                }
+                Response::Cni(None)
+            }
+            Request::CniCheck { namespace, pod } => self.cni_check(&(namespace, pod)),
             Request::Observe { .. } => Response::Error {
                 message: "observe is served by the API front end".into(),
             },

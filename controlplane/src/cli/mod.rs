@@ -274,6 +274,7 @@ pub(crate) fn response_kind(response: &Response) -> &'static str {
         Response::Trace(_) => "a trace",
         Response::Identities(_) => "an identity list",
         Response::Latency(_) => "a latency report",
+        Response::Cni(_) => "a CNI result",
         Response::Error { .. } => "an error",
     }
 }

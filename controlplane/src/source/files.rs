@@ -64,9 +64,12 @@ struct PortDoc {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct EndpointSpecDoc {
-    interface: String,
-    ips: Vec<String>,
-    mac: String,
+    #[serde(default)]
+    interface: Option<String>,
+    #[serde(default)]
+    ips: Option<Vec<String>>,
+    #[serde(default)]
+    mac: Option<String>,
     #[serde(default)]
     service_account: Option<String>,
     #[serde(default)]
@@ -125,7 +128,8 @@ pub struct DirectorySource {
     dir_error: Option<Rejection>,
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for byte in &mut mac {
@@ -152,14 +156,15 @@ fn deserialize<T: for<'de> Deserialize<'de>>(
     })
 }
 
-fn endpoint_from(doc: EndpointDoc, line: usize) -> Result<EndpointSpec, (Option<usize>, String)> {
-    let at = |field: &str, why: String| (Some(line), format!("{field}: {why}"));
-    let meta = doc.metadata;
-    let namespace = meta.namespace.unwrap_or_else(|| "default".into());
-    if meta.name.is_empty() {
-        return Err(at("metadata.name", "is required".into()));
-    }
-    let iface = doc.spec.interface;
+type FieldError = (Option<usize>, String);
+
+/// Checks an endpoint's attachment fields.
+fn attachment(
+    iface: String,
+    ips_text: &[String],
+    mac_text: &str,
+    at: &impl Fn(&str, String) -> FieldError,
+) -> Result<(String, Vec<IpAddr>, [u8; 6]), FieldError> {
     if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
         return Err(at(
             "spec.interface",
@@ -167,7 +172,7 @@ fn endpoint_from(doc: EndpointDoc, line: usize) -> Result<EndpointSpec, (Option<
         ));
     }
     let mut ips = Vec::new();
-    for (i, ip) in doc.spec.ips.iter().enumerate() {
+    for (i, ip) in ips_text.iter().enumerate() {
         let parsed: IpAddr = ip.parse().map_err(|_| {
             at(
                 &format!("spec.ips[{i}]"),
@@ -182,15 +187,34 @@ fn endpoint_from(doc: EndpointDoc, line: usize) -> Result<EndpointSpec, (Option<
             "an endpoint needs at least one address".into(),
         ));
     }
-    let mac = parse_mac(&doc.spec.mac).ok_or_else(|| {
+    let mac = parse_mac(mac_text).ok_or_else(|| {
         at(
             "spec.mac",
-            format!(
-                "{:?} is not a MAC address like 02:00:00:00:00:01",
-                doc.spec.mac
-            ),
+            format!("{mac_text:?} is not a MAC address like 02:00:00:00:00:01"),
         )
     })?;
+    Ok((iface, ips, mac))
+}
+
+fn endpoint_from(doc: EndpointDoc, line: usize) -> Result<EndpointSpec, (Option<usize>, String)> {
+    let at = |field: &str, why: String| (Some(line), format!("{field}: {why}"));
+    let meta = doc.metadata;
+    let namespace = meta.namespace.unwrap_or_else(|| "default".into());
+    if meta.name.is_empty() {
+        return Err(at("metadata.name", "is required".into()));
+    }
+    // Without interface, addresses and MAC the endpoint waits for the CNI plugin to say
+    // where the pod is attached.
+    let (iface, ips, mac) = match (doc.spec.interface, doc.spec.ips, doc.spec.mac) {
+        (None, None, None) => (String::new(), Vec::new(), [0u8; 6]),
+        (Some(iface), Some(ips), Some(mac)) => attachment(iface, &ips, &mac, &at)?,
+        _ => {
+            return Err(at(
+                "spec",
+                "interface, ips and mac go together (or leave all three to the CNI plugin)".into(),
+            ));
+        }
+    };
     let mut ports = Vec::new();
     for (i, p) in doc.spec.ports.into_iter().enumerate() {
         let protocol: Protocol = p
@@ -219,6 +243,7 @@ fn endpoint_from(doc: EndpointDoc, line: usize) -> Result<EndpointSpec, (Option<
         mac,
         ports,
         mode: doc.spec.mode,
+        init: false,
     })
 }
 
@@ -398,13 +423,17 @@ impl DirectorySource {
             for e in &objects.endpoints {
                 let key = (e.namespace.clone(), e.name.clone());
                 let id = format!("Endpoint {}/{}", e.namespace, e.name);
-                if d.endpoints.contains_key(&key) {
+                if d.endpoints.contains_key(&key) || d.awaiting_cni.contains_key(&key) {
                     let first = d.origins.get(&id).cloned();
                     duplicate(id, first.as_ref());
                     continue;
                 }
                 d.origins.insert(id, origin.clone());
-                d.endpoints.insert(key, e.clone());
+                if e.interface.is_empty() {
+                    d.awaiting_cni.insert(key, e.clone());
+                } else {
+                    d.endpoints.insert(key, e.clone());
+                }
             }
             for (name, labels) in &objects.namespaces {
                 let id = format!("Namespace {name}");

@@ -64,6 +64,9 @@ pub struct EndpointSpec {
     pub ports: Vec<NamedPort>,
     /// Enforcement mode.
     pub mode: EndpointMode,
+    /// The pod's labels are not known yet (attached by CNI before any source described it):
+    /// it has the reserved `init` identity, default-deny unless policy allows `init`.
+    pub init: bool,
 }
 
 /// Everything a source says should be enforced, with what it refused.
@@ -71,6 +74,9 @@ pub struct EndpointSpec {
 pub struct Desired {
     /// Endpoints by (namespace, name).
     pub endpoints: BTreeMap<(String, String), EndpointSpec>,
+    /// Pods known by their metadata whose attachment (interface, addresses, MAC) the CNI
+    /// plugin reports (their `interface` is empty until then).
+    pub awaiting_cni: BTreeMap<(String, String), EndpointSpec>,
     /// Namespace labels by namespace.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Policies by key.
