@@ -1,6 +1,28 @@
-//! The packet-generator lab: network-namespace topologies, generators, scenarios and
-//! side-by-side baselines (kernel forwarding, iptables, nftables, Open vSwitch AF_XDP, bare
-//! XDP redirect, sluice's two datapaths), with per-core latency reports.
+//! The packet-generator lab: network-namespace topologies, an XDP live-frames generator and
+//! sink, side-by-side baselines (kernel forwarding, iptables, nftables, Open vSwitch AF_XDP,
+//! bare XDP redirect, sluice's two datapaths) and reports.
 //!
-//! Planned here (issue "bench-lab and perf"). Nothing is implemented yet; this crate exists so
-//! the workspace layout is fixed.
+//! | module | concept |
+//! |---|---|
+//! | [`netns`] | namespace guards, commands, the orderly stop on SIGINT/SIGTERM |
+//! | [`topology`] | generator pods and a sink pod on veths into a node namespace |
+//! | [`generator`] | the live-frames XDP generator and the XDP sink (loss, reordering, latency) |
+//! | [`cpu`] | node CPU accounting (NAPI kthreads, worker/PMD threads, the node core) |
+//! | [`rules`] | "N rules" for each system: iptables, nftables, OpenFlow, sluice policies |
+//! | [`systems`] | the systems under test: setup and teardown on the same topology |
+//! | [`scenario`] | one measurement, and the plans of measurements a run makes |
+//! | [`report`] | JSON with every raw figure, Markdown, SVG plots, targets |
+//!
+//! Everything needs root; [`scenario::Lab::new`] refuses otherwise.
+
+pub mod cpu;
+pub mod error;
+pub mod generator;
+pub mod netns;
+pub mod report;
+pub mod rules;
+pub mod scenario;
+pub mod systems;
+pub mod topology;
+
+pub use error::{LabError, Result};
