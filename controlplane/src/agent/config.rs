@@ -18,6 +18,16 @@ pub enum DatapathMode {
     Kernel,
 }
 
+/// Where endpoints and policies come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// The YAML files of `--state-dir`.
+    Files,
+    /// The Kubernetes API server (`--kubeconfig`, or in-cluster credentials).
+    Kubernetes,
+}
+
 /// `sluice agent` flags. Every flag also has a key in the `--config` file (same name with
 /// dashes); a flag given on the command line overrides the file.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -25,6 +35,17 @@ pub struct AgentArgs {
     /// YAML configuration file (keys as the long flags, e.g. `state-dir: /etc/sluice/state`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Where endpoints and policies come from: `files` (`--state-dir`) or `kubernetes`.
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+    /// kubeconfig for `--source kubernetes` (default: in-cluster credentials, then
+    /// $KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name, as pods' `spec.nodeName` says it (default $NODE_NAME, then the host
+    /// name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     /// Directory of YAML files holding endpoints and policies (CiliumNetworkPolicy,
     /// CiliumClusterwideNetworkPolicy, NetworkPolicy); watched for changes.
     #[arg(long, value_name = "DIR")]
@@ -88,6 +109,12 @@ pub struct AgentArgs {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", default, deny_unknown_fields)]
 pub struct AgentConfig {
+    /// Where the state comes from.
+    pub source: SourceKind,
+    /// kubeconfig path.
+    pub kubeconfig: Option<PathBuf>,
+    /// Node name.
+    pub node_name: Option<String>,
     /// Directory of YAML state files.
     pub state_dir: PathBuf,
     /// Local API socket.
@@ -127,6 +154,9 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
+            source: SourceKind::Files,
+            kubeconfig: None,
+            node_name: None,
             state_dir: PathBuf::from("/etc/sluice/state"),
             socket: PathBuf::from(DEFAULT_SOCKET),
             pin_dir: PathBuf::from("/sys/fs/bpf/sluice"),
@@ -184,6 +214,15 @@ impl AgentConfig {
             Some(path) => Self::from_file(path)?,
             None => AgentConfig::default(),
         };
+        if let Some(v) = args.source {
+            config.source = v;
+        }
+        if let Some(v) = &args.kubeconfig {
+            config.kubeconfig = Some(v.clone());
+        }
+        if let Some(v) = &args.node_name {
+            config.node_name = Some(v.clone());
+        }
         if let Some(v) = &args.state_dir {
             config.state_dir = v.clone();
         }

@@ -36,8 +36,7 @@ use crate::api::{
     CniAttachment, EndpointStatus, IdentityEntry, MapStatus, PolicyStatus, Rejection, Request,
     Response, StatusReport, TraceDirection, TracePeer, TraceRequest, TraceResult, WorkerStatus,
 };
-use crate::source::files::DirectorySource;
-use crate::source::{Desired, EndpointMode, EndpointSpec};
+use crate::source::{Desired, EndpointMode, EndpointSpec, RemoteWorkload, Source};
 
 /// Messages to the controller.
 pub enum ControlMsg {
@@ -84,7 +83,7 @@ struct Totals {
 /// The controller's state.
 pub struct Controller {
     config: AgentConfig,
-    source: DirectorySource,
+    source: Source,
     cache: IdentityCache,
     plane: Dataplane,
     fast: Option<FastPath>,
@@ -98,6 +97,11 @@ pub struct Controller {
     started: Instant,
     last_sync: Instant,
     served: BTreeSet<u32>,
+    /// Per-core statistics of workers stopped by a restart, so the latency report covers the
+    /// agent's whole run.
+    retired: BTreeMap<usize, perf::CoreStats>,
+    /// Pods on other nodes as applied, by UID.
+    remote: BTreeMap<String, RemoteWorkload>,
     /// Pods the CNI plugin attached, by (namespace, name).
     cni: BTreeMap<(String, String), CniAttachment>,
     /// The source's desired state as last read (CNI requests are merged into it).
@@ -137,6 +141,21 @@ fn monotonic_to_realtime_offset() -> u64 {
     real.saturating_sub(mono)
 }
 
+/// Adds a worker's statistics to those of its core (periods of one core add up).
+fn merge_core(cores: &mut BTreeMap<usize, perf::CoreStats>, stats: perf::CoreStats) {
+    match cores.get_mut(&stats.core) {
+        Some(total) => {
+            let elapsed = total.elapsed_ns + stats.elapsed_ns;
+            total.merge(&stats);
+            total.elapsed_ns = elapsed;
+            total.name = stats.name;
+        }
+        None => {
+            cores.insert(stats.core, stats);
+        }
+    }
+}
+
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -152,7 +171,11 @@ pub enum ControllerError {
 
 impl Controller {
     /// Loads (or re-adopts) the dataplane and reads the state directory once.
-    pub fn new(config: AgentConfig, hub: Arc<FlowHub>) -> Result<Controller, ControllerError> {
+    pub fn new(
+        config: AgentConfig,
+        hub: Arc<FlowHub>,
+        source: Source,
+    ) -> Result<Controller, ControllerError> {
         let settings = DatapathSettings {
             fail_open: config.fail_open,
             events_for_allowed: true,
@@ -170,7 +193,6 @@ impl Controller {
                 None
             }
         };
-        let source = DirectorySource::new(&config.state_dir);
         Ok(Controller {
             cache: IdentityCache::new(ClusterKey::default(), EnforcementConfig::default()),
             source,
@@ -187,6 +209,8 @@ impl Controller {
             last_sync: Instant::now(),
             served: BTreeSet::new(),
             cni: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            retired: BTreeMap::new(),
             desired: Desired::default(),
             totals: Totals::default(),
             boot_ns: monotonic_to_realtime_offset(),
@@ -196,13 +220,7 @@ impl Controller {
 
     /// Runs until [`ControlMsg::Shutdown`] or the channel closes.
     pub fn run(mut self, inbox: crossbeam::channel::Receiver<ControlMsg>) {
-        let watch = match self.source.watch() {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!("{e}; the directory is rescanned every 2 s instead");
-                None
-            }
-        };
+        let watch = self.source.changes();
         self.reconcile(true);
         let mut last_scan = Instant::now();
         let tick = Duration::from_millis(50);
@@ -220,12 +238,12 @@ impl Controller {
                 }
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
             }
-            let changed = watch.as_ref().is_some_and(|(_, rx)| rx.try_recv().is_ok());
+            let changed = watch.as_ref().is_some_and(|rx| rx.try_recv().is_ok());
             if changed || last_scan.elapsed() >= Duration::from_secs(2) {
                 if changed {
                     // Let an editor finish writing (several events per save).
                     std::thread::sleep(Duration::from_millis(30));
-                    if let Some((_, rx)) = watch.as_ref() {
+                    if let Some(rx) = watch.as_ref() {
                         while rx.try_recv().is_ok() {}
                     }
                 }
@@ -259,7 +277,12 @@ impl Controller {
 
     /// Reads the source and applies what changed.
     fn reconcile(&mut self, force: bool) {
-        let changed = self.source.scan();
+        if !self.source.is_ready() {
+            // Nothing is applied before the source has its complete state: the dataplane
+            // keeps enforcing what it had (pinned maps from a previous agent included).
+            return;
+        }
+        let changed = self.source.refresh();
         let unresolved = self
             .apply_rejected
             .iter()
@@ -434,6 +457,60 @@ impl Controller {
             }
         }
 
+        // Pods on other nodes: ipcache entries, owner-checked by pod UID.
+        let stale: Vec<String> = self
+            .remote
+            .keys()
+            .filter(|uid| !desired.remote.contains_key(*uid))
+            .cloned()
+            .collect();
+        for uid in stale {
+            self.remote.remove(&uid);
+            self.cache.remove_workload(&uid);
+            revoked = true;
+        }
+        for (uid, pod) in &desired.remote {
+            if self.remote.get(uid) == Some(pod) {
+                continue;
+            }
+            let ns_labels = desired
+                .namespaces
+                .get(&pod.namespace)
+                .cloned()
+                .unwrap_or_default();
+            let previous = self.remote.get(uid).map(|p| p.labels.clone());
+            let workload = Workload {
+                uid: uid.clone(),
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                labels: workload_labels(
+                    &WorkloadMeta {
+                        namespace: &pod.namespace,
+                        pod_labels: Some(&pod.labels),
+                        namespace_labels: Some(&ns_labels),
+                        service_account: Some(&pod.service_account),
+                        cluster: Some("default"),
+                    },
+                    &LabelFilter::default(),
+                ),
+                ips: pod.ips.clone(),
+                named_ports: pod.ports.clone(),
+                source: IpSource::ApiServer,
+                local: None,
+            };
+            match self.cache.upsert_workload(workload) {
+                Ok(_) => {
+                    revoked |= previous.is_some_and(|l| l != pod.labels);
+                    self.remote.insert(uid.clone(), pod.clone());
+                }
+                Err(e) => rejected.push(Rejection {
+                    origin: format!("Pod {}/{}", pod.namespace, pod.name),
+                    line: None,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+
         // Endpoints gone, or moved to another interface / identity.
         let gone: Vec<(String, String)> = self
             .applied
@@ -596,6 +673,11 @@ impl Controller {
             return;
         }
         if let Some(mut fast) = self.fast.take() {
+            for handle in fast.workers() {
+                if let Some(stats) = handle.stats().core() {
+                    merge_core(&mut self.retired, stats);
+                }
+            }
             fast.stop(&mut self.plane);
         }
         self.served = served.clone();
@@ -860,7 +942,7 @@ impl Controller {
         StatusReport {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_s: self.started.elapsed().as_secs(),
-            source: format!("directory {}", self.source.dir().display()),
+            source: self.source.describe(),
             last_sync_age_s: self.last_sync.elapsed().as_secs_f64(),
             datapath: match self.config.datapath {
                 DatapathMode::Fastpath => "fastpath",
@@ -1020,12 +1102,16 @@ impl Controller {
     fn latency(&self) -> perf::LatencyReport {
         let mut report =
             perf::LatencyReport::new("sluice fast-path workers", perf::MachineInfo::detect());
+        let mut cores = self.retired.clone();
         if let Some(fast) = &self.fast {
             for handle in fast.workers() {
-                if let Some(core) = handle.stats().core() {
-                    report.push(core);
+                if let Some(stats) = handle.stats().core() {
+                    merge_core(&mut cores, stats);
                 }
             }
+        }
+        for stats in cores.into_values() {
+            report.push(stats);
         }
         report
     }

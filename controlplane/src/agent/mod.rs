@@ -20,7 +20,7 @@ pub mod server;
 
 use std::sync::Arc;
 
-pub use config::{AgentArgs, AgentConfig, DatapathMode};
+pub use config::{AgentArgs, AgentConfig, DatapathMode, SourceKind};
 
 use controller::{ControlMsg, Controller};
 use hub::{FlowExport, FlowHub};
@@ -61,6 +61,9 @@ pub enum AgentError {
     /// A front end could not start.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// The Kubernetes client could not be configured.
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
@@ -137,6 +140,29 @@ fn ensure_bpffs(pin_dir: &std::path::Path) -> Result<(), AgentError> {
     Ok(())
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A client from `kubeconfig`, else in-cluster credentials or the default kubeconfig.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, AgentError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| AgentError::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| AgentError::Kube(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| AgentError::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| AgentError::Kube(e.to_string()))
+}
+
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> Result<(), AgentError> {
     let config = AgentConfig::load(&args)?;
@@ -167,7 +193,24 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
         let _guard = runtime.enter();
         server::bind_api(&config.socket)?
     };
-    let controller = Controller::new(config.clone(), Arc::clone(&hub))?;
+    let source = match config.source {
+        SourceKind::Files => crate::source::Source::files(&config.state_dir),
+        SourceKind::Kubernetes => {
+            let client = runtime.block_on(kube_client(config.kubeconfig.as_deref()))?;
+            let node = config
+                .node_name
+                .clone()
+                .or_else(|| std::env::var("NODE_NAME").ok())
+                .unwrap_or_else(hostname);
+            tracing::info!("watching the Kubernetes API as node {node}");
+            crate::source::Source::Kube(crate::source::kube::KubeSource::start(
+                runtime.handle(),
+                client,
+                &node,
+            ))
+        }
+    };
+    let controller = Controller::new(config.clone(), Arc::clone(&hub), source)?;
     let (control, inbox) = crossbeam::channel::bounded::<ControlMsg>(256);
     let control_thread = std::thread::Builder::new()
         .name("sluice-control".into())

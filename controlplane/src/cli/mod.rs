@@ -110,6 +110,15 @@ Examples:
     /// List the security identities in use, or show one
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
+    /// Print the CustomResourceDefinitions of SluicePolicy and SluiceClusterPolicy
+    ///
+    /// The YAML is generated from the Rust types the agent reads; `deploy/crds.yaml` holds
+    /// this output and a test keeps it current.
+    #[command(after_help = "\
+Examples:
+  sluice crds > deploy/crds.yaml
+  sluice crds | kubectl apply -f -")]
+    Crds,
 }
 
 /// `sluice policy …`.
@@ -131,6 +140,21 @@ pub enum PolicyCommand {
     /// --verbose) and a summary; exits 1 if any probe fails or a case cannot be run.
     #[command(after_help = conformance::EXAMPLES)]
     Conformance(conformance::ConformanceArgs),
+    /// Convert CiliumNetworkPolicy YAML into SluicePolicy YAML
+    ///
+    /// CiliumNetworkPolicy becomes SluicePolicy and CiliumClusterwideNetworkPolicy becomes
+    /// SluiceClusterPolicy (same spec, server-set metadata and status dropped); other
+    /// documents pass through unchanged. Reads FILE (or standard input with `-`), writes
+    /// standard output.
+    #[command(after_help = "\
+Examples:
+  sluice policy import cnp.yaml > sluice-policies.yaml
+  kubectl get cnp -A -o yaml | sluice policy import - | kubectl apply -f -")]
+    Import {
+        /// The YAML file (`-` for standard input)
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
 }
 
 /// `--socket`, shared by the commands that talk to the agent.
@@ -253,6 +277,10 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
         Command::Policy(PolicyCommand::Trace(args)) => trace::run(&args, out),
         Command::Policy(PolicyCommand::Conformance(args)) => conformance::run(&args, out),
         Command::Identity(command) => identity::run(&command, out),
+        Command::Crds => write!(out, "{}", crate::crd::crd_yaml())
+            .map(|()| Exit::Success)
+            .map_err(CliError::from),
+        Command::Policy(PolicyCommand::Import { file }) => import(&file, out),
     };
     let result = result.and_then(|exit| out.flush().map(|()| exit).map_err(CliError::from));
     match result {
@@ -263,6 +291,21 @@ pub fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// `sluice policy import FILE`.
+fn import(file: &std::path::Path, out: &mut impl Write) -> Result<Exit, CliError> {
+    let text = if file == std::path::Path::new("-") {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+        t
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?
+    };
+    let converted = crate::crd::import(&text).map_err(CliError::Usage)?;
+    write!(out, "{converted}")?;
+    Ok(Exit::Success)
 }
 
 /// The name of a response's kind, for error messages.

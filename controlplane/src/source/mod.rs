@@ -6,6 +6,7 @@
 //! [`Desired`] state from API watches, so the agent does not care where it came from.
 
 pub mod files;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -69,6 +70,23 @@ pub struct EndpointSpec {
     pub init: bool,
 }
 
+/// A pod on another node: its addresses carry its identity in the ipcache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteWorkload {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Service account.
+    pub service_account: String,
+    /// Addresses.
+    pub ips: Vec<IpAddr>,
+    /// Named ports.
+    pub ports: Vec<NamedPort>,
+}
+
 /// Everything a source says should be enforced, with what it refused.
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
@@ -77,6 +95,8 @@ pub struct Desired {
     /// Pods known by their metadata whose attachment (interface, addresses, MAC) the CNI
     /// plugin reports (their `interface` is empty until then).
     pub awaiting_cni: BTreeMap<(String, String), EndpointSpec>,
+    /// Pods on other nodes, by UID.
+    pub remote: BTreeMap<String, RemoteWorkload>,
     /// Namespace labels by namespace.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Policies by key.
@@ -85,4 +105,103 @@ pub struct Desired {
     pub origins: BTreeMap<String, String>,
     /// Files or objects refused, with the reason.
     pub rejected: Vec<Rejection>,
+}
+
+/// Where the agent's desired state comes from.
+pub enum Source {
+    /// A directory of YAML files, watched.
+    Files {
+        /// The directory reader.
+        dir: files::DirectorySource,
+        /// The file watcher, once started.
+        watcher: Option<notify::RecommendedWatcher>,
+    },
+    /// Kubernetes watches.
+    Kube(kube::KubeSource),
+}
+
+impl Source {
+    /// A directory source.
+    pub fn files(dir: &std::path::Path) -> Source {
+        Source::Files {
+            dir: files::DirectorySource::new(dir),
+            watcher: None,
+        }
+    }
+
+    /// Change notifications, if the source has them (the caller also polls).
+    pub fn changes(&mut self) -> Option<crossbeam::channel::Receiver<()>> {
+        match self {
+            Source::Files { dir, watcher } => match dir.watch() {
+                Ok((w, rx)) => {
+                    *watcher = Some(w);
+                    Some(rx)
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; the directory is rescanned every 2 s instead");
+                    None
+                }
+            },
+            Source::Kube(k) => Some(k.changes()),
+        }
+    }
+
+    /// Re-reads what changed; whether anything did.
+    pub fn refresh(&mut self) -> bool {
+        match self {
+            Source::Files { dir, .. } => dir.scan(),
+            Source::Kube(k) => k.take_dirty(),
+        }
+    }
+
+    /// Whether the source has its complete state (until then nothing is applied, and the
+    /// dataplane keeps enforcing what it had).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Source::Files { .. } => true,
+            Source::Kube(k) => k.is_ready(),
+        }
+    }
+
+    /// The desired state.
+    pub fn desired(&self) -> Desired {
+        match self {
+            Source::Files { dir, .. } => dir.desired(),
+            Source::Kube(k) => k.desired(),
+        }
+    }
+
+    /// A one-line description for status.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Files { dir, .. } => format!("directory {}", dir.dir().display()),
+            Source::Kube(k) => {
+                let (errors, last) = k.errors();
+                let age = k.staleness().map_or("no event yet".to_owned(), |d| {
+                    format!("last event {:.1} s ago", d.as_secs_f64())
+                });
+                let ready = if k.is_ready() {
+                    "synced"
+                } else {
+                    "waiting for the initial lists"
+                };
+                if errors > 0 {
+                    format!(
+                        "kubernetes (node {}, {ready}, {age}, {errors} watch errors, last: {last})",
+                        k.node()
+                    )
+                } else {
+                    format!("kubernetes (node {}, {ready}, {age})", k.node())
+                }
+            }
+        }
+    }
+
+    /// Seconds since the source last heard from its origin (Kubernetes only).
+    pub fn staleness(&self) -> Option<std::time::Duration> {
+        match self {
+            Source::Files { .. } => None,
+            Source::Kube(k) => k.staleness(),
+        }
+    }
 }

@@ -1,0 +1,471 @@
+//! The Kubernetes source: watches (kube-runtime reflectors) of Pods (all of them: remote pods
+//! feed the ipcache, this node's pods are endpoints once the CNI plugin attaches them),
+//! Namespaces (their labels feed identities), NetworkPolicies, and sluice's own
+//! `SluicePolicy`/`SluiceClusterPolicy`, turned into the same [`Desired`] state as the
+//! standalone source.
+//!
+//! - The first [`Desired`] is built only after every watch has listed its objects
+//!   ([`KubeSource::wait_ready`]), so the agent applies the cluster's state as one snapshot.
+//! - A reflector keeps its last complete list while a watch restarts (410 Gone, disconnect)
+//!   and swaps in the new list when it is complete: no lapse, nothing half-applied. While the
+//!   API server is unreachable the last known state stays in force and
+//!   [`KubeSource::staleness`] grows (status and metrics show it).
+//! - A pod that is terminating (`deletionTimestamp`) or finished (phase Succeeded/Failed) is
+//!   no longer in the desired state: the agent revokes its identity (owner-checked by pod
+//!   UID, so a late delete of an old pod never removes a new pod's entry for the same IP).
+//! - Each SluicePolicy/SluiceClusterPolicy gets a status condition `Accepted` (True, or False
+//!   with the field path and reason), written only when it changes.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use identity_cache::endpoint::NamedPort;
+use identity_cache::policy::{ParsedManifest, parse_document_at};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{Desired, EndpointMode, EndpointSpec, RemoteWorkload};
+use crate::api::Rejection;
+use crate::crd::{Condition, PolicyStatus, SluiceClusterPolicy, SluicePolicy};
+
+/// How the watches are doing.
+#[derive(Default)]
+struct Health {
+    /// Monotonic ns of the last event or successful (re)list, 0 before the first.
+    last_event_ns: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<String>,
+    dirty: AtomicBool,
+    /// Every watch has listed its objects once.
+    ready: AtomicBool,
+}
+
+fn now_ns() -> u64 {
+    fastpath::worker::now_monotonic_ns()
+}
+
+/// The reflector stores.
+#[derive(Clone)]
+struct Stores {
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    netpols: Store<NetworkPolicy>,
+    sluice: Store<SluicePolicy>,
+    sluice_cluster: Store<SluiceClusterPolicy>,
+}
+
+/// Watches of one cluster, seen from one node.
+pub struct KubeSource {
+    node: String,
+    client: Client,
+    runtime: tokio::runtime::Handle,
+    stores: Stores,
+    health: Arc<Health>,
+    changes: crossbeam::channel::Receiver<()>,
+    /// The condition last written per policy object, to write only changes.
+    written: Arc<Mutex<BTreeMap<String, (Option<i64>, String, String)>>>,
+}
+
+fn spawn_watch<K>(
+    runtime: &tokio::runtime::Handle,
+    api: Api<K>,
+    health: Arc<Health>,
+    tx: crossbeam::channel::Sender<()>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    runtime.spawn(async move {
+        let stream = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer);
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    health.last_event_ns.store(now_ns(), Ordering::Relaxed);
+                    health.dirty.store(true, Ordering::Relaxed);
+                    let _ = tx.try_send(());
+                }
+                Err(e) => {
+                    health.errors.fetch_add(1, Ordering::Relaxed);
+                    let text = format!("watching {kind}: {e}");
+                    tracing::warn!("{text}");
+                    if let Ok(mut last) = health.last_error.lock() {
+                        *last = text;
+                    }
+                }
+            }
+        }
+    });
+    store
+}
+
+fn named_ports(pod: &Pod) -> Vec<NamedPort> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone()?,
+                port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect();
+    if ips.is_empty()
+        && let Some(ip) = status.pod_ip.as_ref().and_then(|ip| ip.parse().ok())
+    {
+        ips.push(ip);
+    }
+    ips
+}
+
+fn is_gone(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+        || matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        )
+}
+
+impl KubeSource {
+    /// Starts the watches on `runtime`.
+    pub fn start(runtime: &tokio::runtime::Handle, client: Client, node: &str) -> KubeSource {
+        let health = Arc::new(Health::default());
+        let (tx, changes) = crossbeam::channel::bounded(1);
+        let stores = Stores {
+            pods: spawn_watch(
+                runtime,
+                Api::all(client.clone()),
+                health.clone(),
+                tx.clone(),
+            ),
+            namespaces: spawn_watch(
+                runtime,
+                Api::all(client.clone()),
+                health.clone(),
+                tx.clone(),
+            ),
+            netpols: spawn_watch(
+                runtime,
+                Api::all(client.clone()),
+                health.clone(),
+                tx.clone(),
+            ),
+            sluice: spawn_watch(
+                runtime,
+                Api::all(client.clone()),
+                health.clone(),
+                tx.clone(),
+            ),
+            sluice_cluster: spawn_watch(runtime, Api::all(client.clone()), health.clone(), tx),
+        };
+        let (ready_stores, ready_health) = (stores.clone(), Arc::clone(&health));
+        runtime.spawn(async move {
+            let _ = ready_stores.pods.wait_until_ready().await;
+            let _ = ready_stores.namespaces.wait_until_ready().await;
+            let _ = ready_stores.netpols.wait_until_ready().await;
+            let _ = ready_stores.sluice.wait_until_ready().await;
+            let _ = ready_stores.sluice_cluster.wait_until_ready().await;
+            ready_health.ready.store(true, Ordering::SeqCst);
+            ready_health.dirty.store(true, Ordering::SeqCst);
+        });
+        KubeSource {
+            node: node.to_owned(),
+            client,
+            runtime: runtime.clone(),
+            stores,
+            health,
+            changes,
+            written: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Whether every watch has listed its objects once (before that, the agent applies
+    /// nothing and the dataplane keeps what it had).
+    pub fn is_ready(&self) -> bool {
+        self.health.ready.load(Ordering::SeqCst)
+    }
+
+    /// Waits until [`is_ready`](Self::is_ready), at most `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.is_ready() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the Kubernetes watches did not list their objects within {} s: {}",
+                    timeout.as_secs(),
+                    self.errors().1
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Change notifications (at most one pending).
+    pub fn changes(&self) -> crossbeam::channel::Receiver<()> {
+        self.changes.clone()
+    }
+
+    /// Whether an event arrived since the last call.
+    pub fn take_dirty(&self) -> bool {
+        self.health.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// How long since the last watch event or list (`None` before the first).
+    pub fn staleness(&self) -> Option<Duration> {
+        match self.health.last_event_ns.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Duration::from_nanos(now_ns().saturating_sub(t))),
+        }
+    }
+
+    /// Watch errors so far, and the last one.
+    pub fn errors(&self) -> (u64, String) {
+        (
+            self.health.errors.load(Ordering::Relaxed),
+            self.health
+                .last_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The node this agent runs on.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The desired state from the stores; writes policy status conditions that changed.
+    pub fn desired(&self) -> Desired {
+        let mut d = Desired::default();
+        for ns in self.stores.namespaces.state() {
+            d.namespaces.insert(ns.name_any(), ns.labels().clone());
+        }
+        for pod in self.stores.pods.state() {
+            if is_gone(&pod) || pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+                continue;
+            }
+            let ips = pod_ips(&pod);
+            let (Some(uid), Some(namespace)) = (pod.uid(), pod.namespace()) else {
+                continue;
+            };
+            let name = pod.name_any();
+            let service_account = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node);
+            if local {
+                d.origins.insert(
+                    format!("Endpoint {namespace}/{name}"),
+                    format!("Pod {namespace}/{name}"),
+                );
+                d.awaiting_cni.insert(
+                    (namespace.clone(), name.clone()),
+                    EndpointSpec {
+                        namespace,
+                        name,
+                        uid,
+                        labels: pod.labels().clone(),
+                        service_account,
+                        interface: String::new(),
+                        ips,
+                        mac: [0; 6],
+                        ports: named_ports(&pod),
+                        mode: EndpointMode::Enforce,
+                        init: false,
+                    },
+                );
+            } else if !ips.is_empty() {
+                d.remote.insert(
+                    uid,
+                    RemoteWorkload {
+                        namespace,
+                        name,
+                        labels: pod.labels().clone(),
+                        service_account,
+                        ips,
+                        ports: named_ports(&pod),
+                    },
+                );
+            }
+        }
+        let mut parsed: Vec<(
+            String,
+            Option<i64>,
+            Result<identity_cache::policy::Policy, String>,
+        )> = Vec::new();
+        for np in self.stores.netpols.state() {
+            let origin = format!(
+                "NetworkPolicy {}/{}",
+                np.namespace().unwrap_or_default(),
+                np.name_any()
+            );
+            let mut doc = serde_json::to_value(&*np).unwrap_or(Value::Null);
+            doc["apiVersion"] = json!("networking.k8s.io/v1");
+            doc["kind"] = json!("NetworkPolicy");
+            parsed.push((origin, None, parse_policy(&doc)));
+        }
+        for sp in self.stores.sluice.state() {
+            let origin = format!(
+                "SluicePolicy {}/{}",
+                sp.namespace().unwrap_or_default(),
+                sp.name_any()
+            );
+            let doc = json!({
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNetworkPolicy",
+                "metadata": {"name": sp.name_any(), "namespace": sp.namespace()},
+                "spec": sp.spec.rules,
+            });
+            let result = parse_policy(&doc);
+            let ns = sp.namespace().unwrap_or_default();
+            self.write_status(
+                Api::<SluicePolicy>::namespaced(self.client.clone(), &ns),
+                format!("SluicePolicy/{ns}/{}", sp.name_any()),
+                sp.meta().generation,
+                &result,
+                sp.status.as_ref(),
+            );
+            parsed.push((origin, sp.meta().generation, result));
+        }
+        for sp in self.stores.sluice_cluster.state() {
+            let origin = format!("SluiceClusterPolicy {}", sp.name_any());
+            let doc = json!({
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumClusterwideNetworkPolicy",
+                "metadata": {"name": sp.name_any()},
+                "spec": sp.spec.rules,
+            });
+            let result = parse_policy(&doc);
+            self.write_status(
+                Api::<SluiceClusterPolicy>::all(self.client.clone()),
+                format!("SluiceClusterPolicy/{}", sp.name_any()),
+                sp.meta().generation,
+                &result,
+                sp.status.as_ref(),
+            );
+            parsed.push((origin, sp.meta().generation, result));
+        }
+        for (origin, _, result) in parsed {
+            match result {
+                Ok(policy) => {
+                    let id = format!("{:?} {}", policy.key.kind, policy.key);
+                    if let Some(first) = d.origins.get(&id) {
+                        d.rejected.push(Rejection {
+                            origin: origin.clone(),
+                            line: None,
+                            reason: format!("{id} is already defined by {first}; ignored"),
+                        });
+                        continue;
+                    }
+                    d.origins.insert(id, origin);
+                    d.policies.insert(policy.key.clone(), policy);
+                }
+                Err(reason) => d.rejected.push(Rejection {
+                    origin,
+                    line: None,
+                    reason,
+                }),
+            }
+        }
+        d
+    }
+
+    /// Writes the `Accepted` condition of a sluice policy object through `api` when it differs
+    /// from what the object shows (and from what this agent wrote last).
+    fn write_status<K>(
+        &self,
+        api: Api<K>,
+        key: String,
+        generation: Option<i64>,
+        result: &Result<identity_cache::policy::Policy, String>,
+        current: Option<&PolicyStatus>,
+    ) where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let (status, reason, message) = match result {
+            Ok(_) => ("True", "Valid", "the policy is enforced".to_owned()),
+            Err(why) => ("False", "InvalidPolicy", why.clone()),
+        };
+        let shown = current
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Accepted"))
+            .map(|c| (c.observed_generation, c.status.clone(), c.message.clone()));
+        let want = (generation, status.to_owned(), message.clone());
+        if shown.as_ref() == Some(&want) {
+            return;
+        }
+        {
+            let Ok(mut written) = self.written.lock() else {
+                return;
+            };
+            if written.get(&key) == Some(&want) {
+                return;
+            }
+            written.insert(key.clone(), want);
+        }
+        let condition = Condition {
+            type_: "Accepted".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+        };
+        let name = key.rsplit('/').next().unwrap_or_default().to_owned();
+        let body = json!({"status": PolicyStatus { conditions: vec![condition] }});
+        self.runtime.spawn(async move {
+            if let Err(e) = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                tracing::warn!("writing the status of {name}: {e}");
+            }
+        });
+    }
+}
+
+fn parse_policy(doc: &Value) -> Result<identity_cache::policy::Policy, String> {
+    let text = serde_json::to_string(doc).map_err(|e| e.to_string())?;
+    match parse_document_at(&text, 1, 1) {
+        Ok(ParsedManifest::Policy(p)) => Ok(p),
+        Ok(ParsedManifest::Empty) => Err("empty policy".into()),
+        Err(e) => Err(format!("{}: {}", e.path, e.kind)),
+    }
+}
