@@ -157,8 +157,8 @@ impl Lab {
 
     /// Packets the worker counted by verdict: (forwarded, dropped, audit).
     fn worker_packets(&mut self) -> [u64; 3] {
-        // Counters are published at least every 100 ms and whenever the worker idles.
-        std::thread::sleep(Duration::from_millis(150));
+        // Counters are published every 100 ms (busy or idle; a blocked worker wakes every 50).
+        std::thread::sleep(Duration::from_millis(300));
         let mut sum = [0u64; 3];
         for w in self.fast().workers() {
             let c = w.stats().counters();
