@@ -12,14 +12,12 @@ mod support;
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Harness, tcp_ok, tcp_server};
+use common::{Harness, cni, tcp_ok, tcp_server};
 use serde_json::{Value, json};
 use support::{Netns, RemoveDir};
 
@@ -46,45 +44,6 @@ kind: Endpoint
 metadata: {name: api, namespace: shop, labels: {app: backend}}
 spec: {}
 ";
-
-/// Runs a CNI plugin inside the node namespace, per the spec. Returns (exit ok, stdout).
-fn cni(
-    node: &Netns,
-    plugin: &str,
-    command: &str,
-    pod: &Netns,
-    name: &str,
-    conf: &Value,
-) -> (bool, Value) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &node.name, plugin])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", format!("ctr-{name}"))
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .env(
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={name};K8S_POD_UID=uid-{name}"
-            ),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{plugin}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.to_string().as_bytes())
-        .expect("write conf");
-    let out = child.wait_with_output().expect("plugin");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
-    (out.status.success(), value)
-}
 
 struct CniLab {
     node: Netns,

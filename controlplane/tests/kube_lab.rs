@@ -1,0 +1,396 @@
+//! The agent against a real Kubernetes API server (`controlplane/testapi`, started and stopped
+//! by the harness, loopback only): `sluice agent --source kubernetes` on node `node-a` of a
+//! node namespace, pods created through the API as a user would (with `status.podIP` set as a
+//! kubelet would), this node's pods attached by the real `ptp` plugin chained with
+//! `sluice-cni`, policies as SluicePolicy and NetworkPolicy objects.
+//!
+//! Needs root, `/usr/lib/cni/ptp` and the test API server (`controlplane/testapi/build.sh`,
+//! run by the harness the first time); skipped with a message otherwise.
+
+#[path = "../../xdp-redirect/tests/support/mod.rs"]
+mod support;
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+
+mod common;
+
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use apiserver::TestApiServer;
+use common::{Agent, Harness, cni, tcp_ok, tcp_server};
+use serde_json::{Value, json};
+use support::{Netns, RemoveDir};
+
+const PTP: &str = "/usr/lib/cni/ptp";
+const SLUICE_CNI: &str = env!("CARGO_BIN_EXE_sluice-cni");
+const NODE: &str = "node-a";
+
+struct KubeLab {
+    api: TestApiServer,
+    node: Netns,
+    dir: PathBuf,
+    state: PathBuf,
+    socket: PathBuf,
+    pins: RemoveDir,
+    network: String,
+    _tmp: RemoveDir,
+}
+
+impl KubeLab {
+    fn harness(&self) -> Harness<'_> {
+        Harness {
+            node: &self.node,
+            dir: &self.dir,
+            state: &self.state,
+            socket: &self.socket,
+            pins: &self.pins.0,
+        }
+    }
+
+    fn agent(&self) -> Agent {
+        let kubeconfig = self.api.kubeconfig_path().display().to_string();
+        self.harness().agent(
+            &[
+                "--metrics",
+                "off",
+                "--source",
+                "kubernetes",
+                "--kubeconfig",
+                &kubeconfig,
+                "--node-name",
+                NODE,
+            ],
+            |v| v["source"].as_str().is_some_and(|s| s.contains("synced")),
+        )
+    }
+
+    /// `kubectl create -f` of one object; panics with the server's answer on failure.
+    fn create(&self, path: &str, object: Value) -> Value {
+        let (code, body) = self
+            .api
+            .curl(
+                "POST",
+                path,
+                Some("application/json"),
+                Some(&object.to_string()),
+            )
+            .expect("curl");
+        assert!(code == 201 || code == 200, "POST {path}: {code} {body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, body) = self.api.curl("GET", path, None, None).expect("curl");
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    fn delete(&self, path: &str) {
+        let (code, body) = self.api.curl("DELETE", path, None, None).expect("curl");
+        assert!(code == 200 || code == 202, "DELETE {path}: {code} {body}");
+    }
+
+    /// Creates pod `name` (labels `app`) on `node`, and sets its address as a kubelet would.
+    fn pod(&self, name: &str, app: &str, node: &str, ip: &str) {
+        let path = "/api/v1/namespaces/shop/pods";
+        self.create(
+            path,
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
+                   "spec": {"nodeName": node, "containers": [{"name": "c", "image": "none",
+                            "ports": [{"name": "http", "containerPort": 8080}]}]}}),
+        );
+        let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
+        let (code, body) = self
+            .api
+            .curl(
+                "PATCH",
+                &format!("{path}/{name}/status"),
+                Some("application/merge-patch+json"),
+                Some(&status.to_string()),
+            )
+            .expect("curl");
+        assert_eq!(code, 200, "status of {name}: {body}");
+    }
+
+    fn ptp_conf(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": self.network, "type": "ptp", "ipMasq": false,
+               "ipam": {"type": "host-local", "subnet": "10.89.0.0/24",
+                        "dataDir": self.dir.join("ipam").display().to_string()}})
+    }
+
+    /// The runtime's part: ptp ADD, then sluice-cni ADD; returns the pod's address.
+    fn attach(&self, pod: &Netns, name: &str) -> String {
+        let (ok, prev) = cni(&self.node, PTP, "ADD", pod, name, &self.ptp_conf());
+        assert!(ok, "ptp ADD: {prev}");
+        let conf = json!({"cniVersion": "1.0.0", "name": self.network, "type": "sluice-cni",
+                          "agentSocket": self.socket.display().to_string(), "prevResult": prev});
+        let (ok, out) = cni(&self.node, SLUICE_CNI, "ADD", pod, name, &conf);
+        assert!(ok, "sluice-cni ADD: {out}");
+        prev["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .expect("address")
+            .to_owned()
+    }
+
+    fn trace(&self, args: &[&str]) -> Value {
+        let mut all = vec!["policy", "trace"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let text = self.harness().cli(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// The labels the agent gives the address `ip`.
+    fn labels_of(&self, ip: &str) -> Vec<String> {
+        let t = self.trace(&["--from-ip", ip, "--to-ip", ip, "--port", "80/TCP"]);
+        t["from_labels"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip.parse().expect("ip"), port)
+}
+
+fn lab() -> Option<KubeLab> {
+    if !support::privileged() || !Path::new(PTP).exists() {
+        eprintln!("skipped: needs root and {PTP}");
+        return None;
+    }
+    let api = match TestApiServer::start() {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("skipped: no test API server ({e})");
+            return None;
+        }
+    };
+    support::ensure_bpffs();
+    let node = support::node();
+    let dir = std::env::temp_dir().join(support::unique("sluice-kube-"));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("dir");
+    let lab = KubeLab {
+        api,
+        node,
+        socket: dir.join("agent.sock"),
+        pins: RemoveDir(PathBuf::from(format!(
+            "/sys/fs/bpf/{}",
+            support::unique("sluice-kube-")
+        ))),
+        network: support::unique("sluicekube"),
+        _tmp: RemoveDir(dir.clone()),
+        dir,
+        state,
+    };
+    // The project's CRDs, as deploy/crds.yaml has them.
+    let crds = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds.yaml"))
+        .expect("deploy/crds.yaml");
+    for (_, doc) in identity_cache::policy::split_documents(&crds) {
+        let Ok(Some(v)) = serde_yaml::from_str::<Option<Value>>(&doc) else {
+            continue;
+        };
+        lab.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", v);
+    }
+    for plural in ["sluicepolicies", "sluiceclusterpolicies"] {
+        let ready = support::wait_for(Duration::from_secs(20), || {
+            let (code, _) = lab
+                .api
+                .curl(
+                    "GET",
+                    &format!("/apis/sluice.dev/v1alpha1/{plural}"),
+                    None,
+                    None,
+                )
+                .ok()?;
+            (code == 200).then_some(())
+        });
+        assert!(ready.is_some(), "CRD {plural} not served");
+    }
+    lab.create(
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+    );
+    Some(lab)
+}
+
+const ALLOW: &str = r#"{"apiVersion": "sluice.dev/v1alpha1", "kind": "SluicePolicy",
+  "metadata": {"name": "allow-frontend", "namespace": "shop"},
+  "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
+           "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "frontend"}}],
+                        "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}}"#;
+
+#[test]
+fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    let policies = "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies";
+    lab.create(policies, serde_json::from_str(ALLOW).expect("json"));
+    lab.create(
+        policies,
+        json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluicePolicy",
+               "metadata": {"name": "broken", "namespace": "shop"},
+               "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
+                        "ingress": [{"fromEndpointz": []}]}}),
+    );
+    lab.pod("web", "frontend", NODE, "10.89.0.250");
+    lab.pod("api", "backend", NODE, "10.89.0.251");
+    lab.pod("far", "remote", "node-b", "10.99.0.7");
+    let _agent = lab.agent();
+
+    // This node's pods, attached by the runtime's CNI chain.
+    let web = Netns::new("skw");
+    let api = Netns::new("ska");
+    let web_ip = lab.attach(&web, "web");
+    let api_ip = lab.attach(&api, "api");
+
+    // The verdicts the agent computes, and the packets, follow the API objects.
+    let t = lab.trace(&[
+        "--from-pod",
+        "shop/web",
+        "--to-pod",
+        "shop/api",
+        "--port",
+        "8080/TCP",
+    ]);
+    assert_eq!(t["verdict"], "FORWARDED", "{t}");
+    assert_eq!(t["rule"]["name"], "allow-frontend", "{t}");
+    let t = lab.trace(&[
+        "--from-pod",
+        "shop/web",
+        "--to-pod",
+        "shop/api",
+        "--port",
+        "9090/TCP",
+    ]);
+    assert_eq!(t["verdict"], "DROPPED", "{t}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s1 = tcp_server(&api, addr(&api_ip, 8080), Arc::clone(&stop));
+    let s2 = tcp_server(&api, addr(&api_ip, 9090), Arc::clone(&stop));
+    assert!(tcp_ok(&web, addr(&api_ip, 8080)), "web -> api:8080");
+    assert!(
+        !tcp_ok(&web, addr(&api_ip, 9090)),
+        "web -> api:9090 dropped"
+    );
+
+    // The remote pod's address carries its identity.
+    assert!(
+        lab.labels_of("10.99.0.7")
+            .iter()
+            .any(|l| l == "k8s:app=remote")
+    );
+
+    // Status conditions: accepted, and rejected with the field path.
+    let ok = lab.get(&format!("{policies}/allow-frontend"));
+    let bad = support::wait_for(Duration::from_secs(10), || {
+        let v = lab.get(&format!("{policies}/broken"));
+        let has = v["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty());
+        has.then_some(v)
+    })
+    .expect("the broken policy gets a status");
+    let cond = &bad["status"]["conditions"][0];
+    assert_eq!(cond["type"], "Accepted");
+    assert_eq!(cond["status"], "False", "{cond}");
+    assert!(
+        cond["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fromEndpointz")),
+        "{cond}"
+    );
+    let ok_cond = support::wait_for(Duration::from_secs(10), || {
+        let v = lab.get(&format!("{policies}/allow-frontend"));
+        v["status"]["conditions"].get(0).cloned()
+    })
+    .unwrap_or_else(|| panic!("no status on the valid policy: {ok}"));
+    assert_eq!(ok_cond["status"], "True", "{ok_cond}");
+
+    // IP reuse: the remote pod dies and another pod with other labels takes its address.
+    lab.delete("/api/v1/namespaces/shop/pods/far");
+    lab.pod("far2", "other", "node-b", "10.99.0.7");
+    let reused = support::wait_for(Duration::from_secs(10), || {
+        lab.labels_of("10.99.0.7")
+            .iter()
+            .any(|l| l == "k8s:app=other")
+            .then_some(())
+    });
+    assert!(reused.is_some(), "the new pod's identity is in force");
+    // A late delete of an old pod does not disturb a new one: the new pod is created while
+    // the old one still holds the address, then the old one goes.
+    lab.pod("old", "old", "node-b", "10.99.0.8");
+    lab.pod("new", "new", "node-b", "10.99.0.8");
+    std::thread::sleep(Duration::from_millis(500));
+    lab.delete("/api/v1/namespaces/shop/pods/old");
+    std::thread::sleep(Duration::from_millis(800));
+    let labels = lab.labels_of("10.99.0.8");
+    assert!(labels.iter().any(|l| l == "k8s:app=new"), "{labels:?}");
+
+    // The API server goes away: enforcement continues with the last known state.
+    let mut api_server = lab.api;
+    api_server.stop().expect("stop the API server");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        tcp_ok(&web, addr(&api_ip, 8080)),
+        "still allowed during the outage"
+    );
+    assert!(
+        !tcp_ok(&web, addr(&api_ip, 9090)),
+        "still dropped during the outage"
+    );
+    api_server.restart().expect("restart the API server");
+    let lab = KubeLab {
+        api: api_server,
+        ..lab
+    };
+    // A change made after the outage is applied once the watches resync.
+    lab.create(
+        policies,
+        json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluicePolicy",
+               "metadata": {"name": "allow-9090", "namespace": "shop"},
+               "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
+                        "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "frontend"}}],
+                                     "toPorts": [{"ports": [{"port": "9090", "protocol": "TCP"}]}]}]}}),
+    );
+    let applied = support::wait_for(Duration::from_secs(30), || {
+        let t = lab.trace(&[
+            "--from-pod",
+            "shop/web",
+            "--to-pod",
+            "shop/api",
+            "--port",
+            "9090/TCP",
+        ]);
+        (t["verdict"] == "FORWARDED").then_some(())
+    });
+    assert!(
+        applied.is_some(),
+        "the change made after the outage was applied"
+    );
+    assert!(
+        tcp_ok(&web, addr(&api_ip, 9090)),
+        "web -> api:9090 now allowed"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = (s1.join(), s2.join());
+    let _ = web_ip;
+    for (pod, name) in [(&web, "web"), (&api, "api")] {
+        let conf = json!({"cniVersion": "1.0.0", "name": lab.network, "type": "sluice-cni",
+                          "agentSocket": lab.socket.display().to_string()});
+        let _ = cni(&lab.node, SLUICE_CNI, "DEL", pod, name, &conf);
+        let _ = cni(&lab.node, PTP, "DEL", pod, name, &lab.ptp_conf());
+    }
+}
