@@ -30,7 +30,7 @@ started=$(date +%s)
 
 step="starting"
 say() { echo "build.sh: $*" >&2; }
-die() { echo "build.sh: FAILED: $*" >&2; exit 1; }
+die() { trap - EXIT; echo "build.sh: FAILED: $*" >&2; exit 1; }
 trap 'rc=$?; if [ $rc -ne 0 ]; then echo "build.sh: FAILED during: $step (exit $rc); see the output above" >&2; fi' EXIT
 
 # The packages whose dependency closure is fetched. Every golang-* package in the closure
@@ -112,15 +112,17 @@ if [ "${SLUICE_TESTAPI_REFRESH:-0}" = 1 ] || [ "$(cat "$dir/stamps/fetch" 2>/dev
   mkdir -p "$apt_dir"/etc/{sources.list.d,preferences.d} "$apt_dir"/state/lists/partial "$apt_dir"/cache/archives/partial
   echo "deb [signed-by=$keyring] $mirror $suite main" > "$apt_dir/etc/sources.list"
   : > "$apt_dir/state/status"
+  step="apt-get update ($mirror $suite)"
   say "apt-get update ($mirror $suite, private state in $apt_dir)"
-  apt-get "${apt_opts[@]}" -q update >&2 ||
+  apt-get "${apt_opts[@]}" -q --error-on=any update >&2 ||
     die "apt-get update of $mirror $suite failed (network down, or the keyring $keyring does not verify it?)"
 
   step="resolving the dependency closure"
   # shellcheck disable=SC2086
   closure=$(apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
       --no-conflicts --no-breaks --no-replaces --no-enhances $roots |
-    grep -v '^ ' | grep -E '^(golang-[a-z0-9.+-]+|etcd-server)$' | sort -u)
+    grep -v '^ ' | grep -E '^(golang-[a-z0-9.+-]+|etcd-server)$' | sort -u) ||
+    die "could not resolve the dependencies of: $(echo $roots)"
   for r in $roots; do
     grep -qx "$r" <<<"$closure" || die "package $r is not in $mirror $suite"
   done
@@ -137,7 +139,7 @@ if [ "${SLUICE_TESTAPI_REFRESH:-0}" = 1 ] || [ "$(cat "$dir/stamps/fetch" 2>/dev
   say "unpacking into $root"
   find "$debs" -name '*.deb' -print0 | xargs -0 -n 8 -P 2 sh -c 'for f; do dpkg-deb -x "$f" "$0" || exit 255; done' "$root" ||
     die "dpkg-deb -x failed"
-  for f in "$debs"/*.deb; do dpkg-deb -f "$f" Package Version | paste -sd' '; done | sort > "$dir/packages.txt"
+  for f in "$debs"/*.deb; do dpkg-deb --show --showformat='${Package} ${Version}\n' "$f"; done | sort > "$dir/packages.txt"
   rm -rf "$debs" "$apt_dir/cache/archives"/*.deb
   echo "$fetch_key" > "$dir/stamps/fetch"
 else
@@ -184,10 +186,13 @@ if [ "$(cat "$dir/stamps/build" 2>/dev/null)" != "$src_key" ] || [ ! -x "$dir/bi
   cp "$here"/server/*.go "$pkg_dir/"
   say "compiling sluice-testapi (Kubernetes libraries $k8s_version; the first build takes minutes)"
   ldflags="-s -w"
-  for kv in "gitVersion=v$k8s_version-sluice-testapi" "gitMajor=${k8s_version%%.*}" \
-            "gitMinor=$(cut -d. -f2 <<<"$k8s_version")" "gitTreeState=clean"; do
-    ldflags="$ldflags -X k8s.io/component-base/version.$kv"
-  done
+  if [[ "$k8s_version" =~ ^1\.[0-9]+\.[0-9]+$ ]]; then
+    # /version reports the libraries' Kubernetes version (they take it from these variables)
+    for kv in "gitVersion=v$k8s_version-sluice-testapi" "gitMajor=1" \
+              "gitMinor=$(cut -d. -f2 <<<"$k8s_version")" "gitTreeState=clean"; do
+      ldflags="$ldflags -X k8s.io/component-base/version.$kv"
+    done
+  fi
   go build -p "$jobs" -ldflags "$ldflags" -o "$dir/bin/sluice-testapi.new" sluice.dev/testapi
   mv "$dir/bin/sluice-testapi.new" "$dir/bin/sluice-testapi"
   echo "$src_key" > "$dir/stamps/build"

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Agent, Harness, spawn_in, tcp_ok, tcp_server, udp_counter, udp_stream};
+use common::{Agent, Harness, tcp_ok, tcp_server, udp_counter, udp_stream};
 use controlplane::flows::FlowRecord;
 use support::{Netns, Pod, RemoveDir};
 
@@ -259,16 +259,15 @@ fn observe_trace_and_status_tell_what_the_dataplane_did() {
                 .iter()
                 .any(|f| f.verdict == "FORWARDED" && f.destination.port == 8080)
         );
-        let metrics = spawn_in(&lab.node, || {
+        // Metrics are served in the agent's own namespace (here the host's), on loopback.
+        let metrics = {
             let mut s = std::net::TcpStream::connect("127.0.0.1:19962").expect("metrics port");
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
                 .expect("request");
             let mut text = String::new();
             let _ = s.read_to_string(&mut text);
             text
-        })
-        .join()
-        .expect("metrics");
+        };
         let value = |name: &str| -> f64 {
             metrics
                 .lines()

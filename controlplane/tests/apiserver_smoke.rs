@@ -56,8 +56,15 @@ fn start(options: &ApiServerOptions) -> Option<TestApiServer> {
         eprintln!("SKIPPED: the API server tests run as root");
         return None;
     }
+    let t0 = std::time::Instant::now();
     match TestApiServer::start_with(options) {
-        Ok(server) => Some(server),
+        Ok(server) => {
+            eprintln!(
+                "test API server (etcd + sluice-testapi) ready in {:?}",
+                t0.elapsed()
+            );
+            Some(server)
+        }
         Err(e) if !required => {
             eprintln!("SKIPPED: the test API server is not available: {e}");
             None
@@ -71,7 +78,14 @@ fn json(text: &str) -> Value {
 }
 
 /// A request that must answer `want`; returns the body as JSON.
-fn call(api: &TestApiServer, method: &str, path: &str, content_type: Option<&str>, body: Option<&str>, want: u16) -> Value {
+fn call(
+    api: &TestApiServer,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: Option<&str>,
+    want: u16,
+) -> Value {
     let (code, text) = api
         .curl(method, path, content_type, body)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
@@ -81,18 +95,40 @@ fn call(api: &TestApiServer, method: &str, path: &str, content_type: Option<&str
 
 #[test]
 fn namespace_pod_status_crd_apply_watch_restart() {
-    let Some(mut api) = start(&ApiServerOptions::default()) else { return };
+    let Some(mut api) = start(&ApiServerOptions::default()) else {
+        return;
+    };
     let started = std::time::Instant::now();
 
     // A namespace (with the label kube-apiserver adds) and a pod bound to a node.
-    let ns = call(&api, "POST", "/api/v1/namespaces", Some("application/json"),
-        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}"#), 201);
-    assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "shop");
-    let pod = call(&api, "POST", "/api/v1/namespaces/shop/pods", Some("application/json"), Some(
-        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},
-           "spec":{"nodeName":"node-a","containers":[{"name":"c","image":"nginx:1.27"}]}}"#), 201);
+    let ns = call(
+        &api,
+        "POST",
+        "/api/v1/namespaces",
+        Some("application/json"),
+        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}"#),
+        201,
+    );
+    assert_eq!(
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "shop"
+    );
+    let pod = call(
+        &api,
+        "POST",
+        "/api/v1/namespaces/shop/pods",
+        Some("application/json"),
+        Some(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},
+           "spec":{"nodeName":"node-a","containers":[{"name":"c","image":"nginx:1.27"}]}}"#,
+        ),
+        201,
+    );
     assert_eq!(pod["status"]["phase"], "Pending");
-    assert_eq!(pod["spec"]["serviceAccountName"], "default", "the ServiceAccount default");
+    assert_eq!(
+        pod["spec"]["serviceAccountName"], "default",
+        "the ServiceAccount default"
+    );
     // Objects in a namespace that does not exist are refused (NamespaceLifecycle).
     let (code, _) = api.curl("POST", "/api/v1/namespaces/nowhere/pods", Some("application/json"), Some(
         r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"},"spec":{"containers":[{"name":"c","image":"i"}]}}"#)).unwrap();
@@ -100,32 +136,72 @@ fn namespace_pod_status_crd_apply_watch_restart() {
 
     // A watch from the list's resourceVersion, with bookmarks, as kube-rs watchers do.
     let list = call(&api, "GET", "/api/v1/namespaces/shop/pods", None, None, 200);
-    let rv = list["metadata"]["resourceVersion"].as_str().expect("list resourceVersion").to_string();
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("list resourceVersion")
+        .to_string();
     let mut watch = api
-        .watch(&format!("/api/v1/namespaces/shop/pods?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"),
-            Duration::from_secs(30))
+        .watch(
+            &format!(
+                "/api/v1/namespaces/shop/pods?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"
+            ),
+            Duration::from_secs(30),
+        )
         .unwrap();
 
     // The kubelet's part: the pod's IPs through the status subresource.
-    let patched = call(&api, "PATCH", "/api/v1/namespaces/shop/pods/web/status",
+    let patched = call(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/shop/pods/web/status",
         Some("application/merge-patch+json"),
-        Some(r#"{"status":{"phase":"Running","podIP":"10.1.0.7","podIPs":[{"ip":"10.1.0.7"}]}}"#), 200);
+        Some(r#"{"status":{"phase":"Running","podIP":"10.1.0.7","podIPs":[{"ip":"10.1.0.7"}]}}"#),
+        200,
+    );
     assert_eq!(patched["status"]["podIP"], "10.1.0.7");
     // Spec changes through /status are ignored; status changes through the main resource too.
     assert_eq!(patched["spec"]["nodeName"], "node-a");
-    let event = watch.wait_for(&["\"MODIFIED\"", "10.1.0.7"], Duration::from_secs(20)).unwrap();
-    assert_eq!(json(&event)["object"]["status"]["podIPs"][0]["ip"], "10.1.0.7");
+    let event = watch
+        .wait_for(&["\"MODIFIED\"", "10.1.0.7"], Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(
+        json(&event)["object"]["status"]["podIPs"][0]["ip"],
+        "10.1.0.7"
+    );
     // The field selector a node agent uses.
-    let mine = call(&api, "GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a", None, None, 200);
+    let mine = call(
+        &api,
+        "GET",
+        "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a",
+        None,
+        None,
+        200,
+    );
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
 
     // A CRD with a status subresource, established, and an object of it.
-    call(&api, "PATCH", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sluicepolicies.sluice.dev?fieldManager=test",
-        Some("application/apply-patch+yaml"), Some(CRD), 201);
+    call(
+        &api,
+        "PATCH",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sluicepolicies.sluice.dev?fieldManager=test",
+        Some("application/apply-patch+yaml"),
+        Some(CRD),
+        201,
+    );
     let mut established = false;
     for _ in 0..100 {
-        let crd = call(&api, "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sluicepolicies.sluice.dev", None, None, 200);
-        established = crd["status"]["conditions"].as_array().into_iter().flatten()
+        let crd = call(
+            &api,
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sluicepolicies.sluice.dev",
+            None,
+            None,
+            200,
+        );
+        established = crd["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .any(|c| c["type"] == "Established" && c["status"] == "True");
         if established {
             break;
@@ -157,8 +233,14 @@ spec: {endpointSelector: {matchLabels: {app: web}}, action: deny}
         Some("application/apply-patch+yaml"),
         Some("apiVersion: sluice.dev/v1alpha1\nkind: SluicePolicy\nmetadata: {name: bad, namespace: shop}\nspec: {action: maybe}\n")).unwrap();
     assert_eq!(code, 422, "an enum violation must be refused: {text}");
-    let status = call(&api, "PATCH", "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web/status",
-        Some("application/merge-patch+json"), Some(r#"{"status":{"observedGeneration":1}}"#), 200);
+    let status = call(
+        &api,
+        "PATCH",
+        "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web/status",
+        Some("application/merge-patch+json"),
+        Some(r#"{"status":{"observedGeneration":1}}"#),
+        200,
+    );
     assert_eq!(status["status"]["observedGeneration"], 1);
 
     // Server-side apply with dryRun=All on a built-in kind and on the custom resource:
@@ -170,44 +252,134 @@ spec:
   podSelector: {matchLabels: {app: web}}
   ingress: [{from: [{podSelector: {matchLabels: {app: client}}}]}]
 "#;
-    let dry = call(&api, "PATCH", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress?fieldManager=test&dryRun=All",
-        Some("application/apply-patch+yaml"), Some(netpol), 201);
+    let dry = call(
+        &api,
+        "PATCH",
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress?fieldManager=test&dryRun=All",
+        Some("application/apply-patch+yaml"),
+        Some(netpol),
+        201,
+    );
     assert_eq!(dry["metadata"]["managedFields"][0]["operation"], "Apply");
-    call(&api, "GET", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress", None, None, 404);
-    let dry = call(&api, "PATCH", "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web?fieldManager=test&dryRun=All",
-        Some("application/apply-patch+yaml"), Some(&policy.replace("action: deny", "action: allow")), 200);
+    call(
+        &api,
+        "GET",
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress",
+        None,
+        None,
+        404,
+    );
+    let dry = call(
+        &api,
+        "PATCH",
+        "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web?fieldManager=test&dryRun=All",
+        Some("application/apply-patch+yaml"),
+        Some(&policy.replace("action: deny", "action: allow")),
+        200,
+    );
     assert_eq!(dry["spec"]["action"], "allow");
-    let stored = call(&api, "GET", "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web", None, None, 200);
+    let stored = call(
+        &api,
+        "GET",
+        "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web",
+        None,
+        None,
+        200,
+    );
     assert_eq!(stored["spec"]["action"], "deny");
     // And for real.
-    call(&api, "PATCH", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress?fieldManager=test",
-        Some("application/apply-patch+yaml"), Some(netpol), 201);
+    call(
+        &api,
+        "PATCH",
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress?fieldManager=test",
+        Some("application/apply-patch+yaml"),
+        Some(netpol),
+        201,
+    );
 
     // An outage: the API server stops and starts again on the same port and etcd.
     let pod_uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     drop(watch);
     api.stop().unwrap();
-    assert!(api.curl("GET", "/api/v1/namespaces", None, None).is_err(), "the API server is down");
+    assert!(
+        api.curl("GET", "/api/v1/namespaces", None, None).is_err(),
+        "the API server is down"
+    );
+    let t_restart = std::time::Instant::now();
     api.restart().unwrap();
-    let pod = call(&api, "GET", "/api/v1/namespaces/shop/pods/web", None, None, 200);
+    eprintln!("API server started again in {:?}", t_restart.elapsed());
+    let pod = call(
+        &api,
+        "GET",
+        "/api/v1/namespaces/shop/pods/web",
+        None,
+        None,
+        200,
+    );
     assert_eq!(pod["metadata"]["uid"], pod_uid.as_str());
     assert_eq!(pod["status"]["podIP"], "10.1.0.7");
-    call(&api, "GET", "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web", None, None, 200);
-    call(&api, "GET", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress", None, None, 200);
+    call(
+        &api,
+        "GET",
+        "/apis/sluice.dev/v1alpha1/namespaces/shop/sluicepolicies/deny-web",
+        None,
+        None,
+        200,
+    );
+    call(
+        &api,
+        "GET",
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-ingress",
+        None,
+        None,
+        200,
+    );
 
     // A pod bound to a node is deleted gracefully: it stays, with a deletionTimestamp,
     // until the kubelet's part, a delete with gracePeriodSeconds=0.
-    let terminating = call(&api, "DELETE", "/api/v1/namespaces/shop/pods/web", None, None, 200);
-    assert!(terminating["metadata"]["deletionTimestamp"].is_string(), "{terminating}");
-    call(&api, "DELETE", "/api/v1/namespaces/shop/pods/web?gracePeriodSeconds=0", None, None, 200);
-    call(&api, "GET", "/api/v1/namespaces/shop/pods/web", None, None, 404);
+    let terminating = call(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/shop/pods/web",
+        None,
+        None,
+        200,
+    );
+    assert!(
+        terminating["metadata"]["deletionTimestamp"].is_string(),
+        "{terminating}"
+    );
+    call(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/shop/pods/web?gracePeriodSeconds=0",
+        None,
+        None,
+        200,
+    );
+    call(
+        &api,
+        "GET",
+        "/api/v1/namespaces/shop/pods/web",
+        None,
+        None,
+        404,
+    );
 
-    eprintln!("apiserver smoke test passed in {:?} after start (server: {})", started.elapsed(), api.url());
+    eprintln!(
+        "apiserver smoke test passed in {:?} after start (server: {})",
+        started.elapsed(),
+        api.url()
+    );
 }
 
 #[test]
 fn rbac_mode_enforces_roles() {
-    let options = ApiServerOptions { rbac: true, users: vec![("agent".into(), vec!["sluice-agents".into()])] };
+    let options = ApiServerOptions {
+        rbac: true,
+        users: vec![("agent".into(), vec!["sluice-agents".into()])],
+        ..Default::default()
+    };
     let Some(api) = start(&options) else { return };
     let token = api.token_for("agent").unwrap().to_string();
     let as_agent = |path: &str| -> u16 {
@@ -218,17 +390,40 @@ fn rbac_mode_enforces_roles() {
             .arg(format!("{}{path}", api.url()))
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     };
     assert_eq!(as_agent("/api/v1/pods"), 403, "no role yet");
-    assert_eq!(as_agent("/version"), 200, "discovery is open to every authenticated user");
-    call(&api, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", Some("application/yaml"), Some(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: pod-reader}\n\
-         rules: [{apiGroups: [\"\"], resources: [pods], verbs: [get, list, watch]}]\n"), 201);
-    call(&api, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some("application/yaml"), Some(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: agents-read-pods}\n\
+    assert_eq!(
+        as_agent("/version"),
+        200,
+        "discovery is open to every authenticated user"
+    );
+    call(
+        &api,
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        Some("application/yaml"),
+        Some(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: pod-reader}\n\
+         rules: [{apiGroups: [\"\"], resources: [pods], verbs: [get, list, watch]}]\n",
+        ),
+        201,
+    );
+    call(
+        &api,
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        Some("application/yaml"),
+        Some(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: agents-read-pods}\n\
          roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pod-reader}\n\
-         subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: sluice-agents}]\n"), 201);
+         subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: sluice-agents}]\n",
+        ),
+        201,
+    );
     let mut code = 0;
     for _ in 0..50 {
         code = as_agent("/api/v1/pods");
@@ -238,5 +433,50 @@ fn rbac_mode_enforces_roles() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(code, 200, "the binding did not take effect");
-    assert_eq!(as_agent("/apis/networking.k8s.io/v1/networkpolicies"), 403, "only what the role grants");
+    assert_eq!(
+        as_agent("/apis/networking.k8s.io/v1/networkpolicies"),
+        403,
+        "only what the role grants"
+    );
+}
+
+#[test]
+fn serves_inside_a_network_namespace() {
+    if !is_root() {
+        eprintln!("SKIPPED: the API server tests run as root");
+        return;
+    }
+    // A namespace of this test's own, removed on every exit path.
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let netns = Netns(format!("sluice-tapi-{}", std::process::id()));
+    let added = std::process::Command::new("ip")
+        .args(["netns", "add", &netns.0])
+        .status();
+    assert!(added.is_ok_and(|s| s.success()), "ip netns add {}", netns.0);
+    let Some(api) = start(&ApiServerOptions {
+        netns: Some(netns.0.clone()),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    call(&api, "GET", "/api/v1/namespaces/default", None, None, 200);
+    // Not reachable from the host's loopback.
+    let host = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "2", "-k"])
+        .arg(format!("{}/readyz", api.url()))
+        .status()
+        .unwrap();
+    assert!(
+        !host.success(),
+        "the server must listen only inside {}",
+        netns.0
+    );
+    drop(api);
 }

@@ -88,8 +88,9 @@ pub struct AgentArgs {
     /// Report one of every N dropped packets per worker (1: all).
     #[arg(long, value_name = "N")]
     pub drop_sample_every: Option<u32>,
-    /// Enter this network namespace (a name under /var/run/netns) before anything else: for
-    /// labs where the node is itself a namespace.
+    /// Run the dataplane side (XDP attachment, workers) in this network namespace (a name
+    /// under /var/run/netns): for labs where the node is itself a namespace. The API socket,
+    /// metrics and the Kubernetes client stay in the agent's own namespace.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
     /// With no worker serving a queue, pass traffic without policy instead of enforcing in

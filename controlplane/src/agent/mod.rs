@@ -94,8 +94,8 @@ fn enter_netns(name: &str) -> Result<(), AgentError> {
     };
     let file = std::fs::File::open(&path).map_err(err)?;
     use std::os::fd::AsRawFd;
-    // SAFETY: setns on a namespace file we hold open; called before any other thread exists,
-    // so the whole process (every thread it starts later) lives in that namespace.
+    // SAFETY: setns on a namespace file we hold open; it moves only the calling thread (the
+    // controller), and the threads it starts later (the workers) inherit it.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
@@ -166,9 +166,6 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Clien
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> Result<(), AgentError> {
     let config = AgentConfig::load(&args)?;
-    if let Some(name) = &config.netns {
-        enter_netns(name)?;
-    }
     init_logging(&config.log_format);
     ensure_bpffs(&config.pin_dir)?;
     let export = match &config.flow_export {
@@ -210,12 +207,48 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
             ))
         }
     };
-    let controller = Controller::new(config.clone(), Arc::clone(&hub), source)?;
+    // The dataplane side (the controller thread, and the workers it starts) lives in the
+    // node's network namespace; the front ends and the Kubernetes client stay in the one the
+    // agent was started in (with --netns, a lab node's loopback is not the host's).
     let (control, inbox) = crossbeam::channel::bounded::<ControlMsg>(256);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let thread_config = config.clone();
+    let thread_hub = Arc::clone(&hub);
     let control_thread = std::thread::Builder::new()
         .name("sluice-control".into())
-        .spawn(move || controller.run(inbox))
+        .spawn(move || {
+            let controller = match &thread_config.netns {
+                Some(name) => enter_netns(name),
+                None => Ok(()),
+            }
+            .and_then(|()| {
+                Controller::new(thread_config, thread_hub, source).map_err(AgentError::from)
+            });
+            match controller {
+                Ok(controller) => {
+                    let _ = started_tx.send(Ok(()));
+                    controller.run(inbox);
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
+        })
         .map_err(AgentError::Runtime)?;
+    match started_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = control_thread.join();
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(AgentError::Runtime(std::io::Error::other(
+                "the controller thread died while starting",
+            )));
+        }
+    }
     tracing::info!(
         socket = %config.socket.display(),
         state_dir = %config.state_dir.display(),

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
 	apiextensionsoptions "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
@@ -218,7 +219,10 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	if err := installBuiltins(server, cfg.RESTOptionsGetter); err != nil {
+	extra := map[schema.GroupVersion]map[string]rest.Storage{
+		authorizationv1.SchemeGroupVersion: reviewStorage(cfg.Authorization.Authorizer),
+	}
+	if err := installBuiltins(server, cfg.RESTOptionsGetter, extra); err != nil {
 		return err
 	}
 	rootDiscovery = server.DiscoveryGroupManager
@@ -228,8 +232,7 @@ func run(ctx context.Context, f flags) error {
 }
 
 // installBuiltins installs every built-in resource: core/v1 under /api, the rest under /apis.
-func installBuiltins(server *genericapiserver.GenericAPIServer, getter generic.RESTOptionsGetter) error {
-	storage := map[schema.GroupVersion]map[string]rest.Storage{}
+func installBuiltins(server *genericapiserver.GenericAPIServer, getter generic.RESTOptionsGetter, storage map[schema.GroupVersion]map[string]rest.Storage) error {
 	for _, r := range resources {
 		main, status, err := newStorage(r, getter)
 		if err != nil {

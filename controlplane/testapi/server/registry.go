@@ -171,9 +171,9 @@ func (s *strategy) WarningsOnCreate(ctx context.Context, obj runtime.Object) []s
 func (s *strategy) WarningsOnUpdate(ctx context.Context, obj, old runtime.Object) []string {
 	return nil
 }
-func (s *strategy) Canonicalize(obj runtime.Object)    {}
-func (s *strategy) AllowCreateOnUpdate() bool          { return false }
-func (s *strategy) AllowUnconditionalUpdate() bool     { return true }
+func (s *strategy) Canonicalize(obj runtime.Object) {}
+func (s *strategy) AllowCreateOnUpdate() bool       { return false }
+func (s *strategy) AllowUnconditionalUpdate() bool  { return true }
 
 func (s *strategy) CheckGracefulDelete(ctx context.Context, obj runtime.Object, options *metav1.DeleteOptions) bool {
 	if s.r.gracefulDelete == nil {

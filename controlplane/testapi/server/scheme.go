@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -35,6 +36,7 @@ var (
 		rbacv1.SchemeGroupVersion,
 		coordinationv1.SchemeGroupVersion,
 		discoveryv1.SchemeGroupVersion,
+		authorizationv1.SchemeGroupVersion,
 	}
 	addToScheme = []func(*runtime.Scheme) error{
 		corev1.AddToScheme,
@@ -42,6 +44,7 @@ var (
 		rbacv1.AddToScheme,
 		coordinationv1.AddToScheme,
 		discoveryv1.AddToScheme,
+		authorizationv1.AddToScheme,
 	}
 )
 

@@ -51,6 +51,11 @@ pub struct ApiServerOptions {
     pub rbac: bool,
     /// Extra users `(name, groups)`, each given a bearer token ([`TestApiServer::token_for`]).
     pub users: Vec<(String, Vec<String>)>,
+    /// Run etcd and the API server inside this network namespace (a name under
+    /// /var/run/netns; its loopback is brought up), so that a process in that namespace
+    /// reaches them at `127.0.0.1:PORT`. The harness's own requests (readiness, `curl`,
+    /// `watch`) go there too (`ip netns exec`). Needs root.
+    pub netns: Option<String>,
 }
 
 /// A running API server and its etcd. See the module documentation.
@@ -107,6 +112,18 @@ impl TestApiServer {
         };
         // From here on, Drop cleans up whatever was started.
         server.write_tokens()?;
+        if let Some(ns) = &server.options.netns {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "ip", "link", "set", "lo", "up"])
+                .output()
+                .map_err(|e| format!("running ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "bringing up loopback in network namespace {ns}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
         server.start_etcd()?;
         server.start_apiserver()?;
         server.write_kubeconfig(&server.kubeconfig_path(), &server.token.clone())?;
@@ -130,7 +147,10 @@ impl TestApiServer {
 
     /// The bearer token of an extra user given in [`ApiServerOptions::users`].
     pub fn token_for(&self, user: &str) -> Option<&str> {
-        self.user_tokens.iter().find(|(u, _)| u == user).map(|(_, t)| t.as_str())
+        self.user_tokens
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, t)| t.as_str())
     }
 
     /// The CA certificate (PEM) that signed the serving certificate.
@@ -145,7 +165,9 @@ impl TestApiServer {
 
     /// Writes (once) and returns a kubeconfig for an extra user.
     pub fn kubeconfig_for(&self, user: &str) -> Result<PathBuf, String> {
-        let token = self.token_for(user).ok_or_else(|| format!("no user {user:?} in ApiServerOptions::users"))?;
+        let token = self
+            .token_for(user)
+            .ok_or_else(|| format!("no user {user:?} in ApiServerOptions::users"))?;
         let path = self.dir.join(format!("kubeconfig-{user}"));
         self.write_kubeconfig(&path, token)?;
         Ok(path)
@@ -163,7 +185,10 @@ impl TestApiServer {
 
     /// Whether the API server process is running (false after [`TestApiServer::stop`]).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.apiserver.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        matches!(
+            self.apiserver.as_mut().map(|c| c.try_wait()),
+            Some(Ok(None))
+        )
     }
 
     /// Stops the API server process (SIGTERM, then SIGKILL after 10 s); etcd keeps running.
@@ -186,7 +211,13 @@ impl TestApiServer {
 
     /// One request with curl as the admin user: returns (HTTP status, body). `body` is sent
     /// with `content_type` (for example `application/json`, `application/apply-patch+yaml`).
-    pub fn curl(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&str>) -> Result<(u16, String), String> {
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
         let mut cmd = self.curl_command(path);
         cmd.args(["--max-time", "30", "-X", method, "-w", "\n%{http_code}"]);
         if let Some(ct) = content_type {
@@ -195,11 +226,17 @@ impl TestApiServer {
         if body.is_some() {
             cmd.args(["--data-binary", "@-"]);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("running curl: {e} (is curl installed?)"))?;
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("running curl: {e} (is curl installed?)"))?;
         if let Some(b) = body {
             let mut stdin = child.stdin.take().ok_or("curl stdin")?;
-            stdin.write_all(b.as_bytes()).map_err(|e| format!("writing to curl: {e}"))?;
+            stdin
+                .write_all(b.as_bytes())
+                .map_err(|e| format!("writing to curl: {e}"))?;
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().map_err(|e| format!("curl: {e}"))?;
@@ -220,16 +257,33 @@ impl TestApiServer {
     pub fn watch(&self, path: &str, max_time: Duration) -> Result<WatchStream, String> {
         let mut cmd = self.curl_command(path);
         cmd.args(["-N", "--max-time", &max_time.as_secs().max(1).to_string()]);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| format!("running curl: {e} (is curl installed?)"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("running curl: {e} (is curl installed?)"))?;
         let stdout = child.stdout.take().ok_or("curl stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || read_lines(stdout, tx));
         Ok(WatchStream { child, lines: rx })
     }
 
+    /// `program`, run inside [`ApiServerOptions::netns`] if one is given.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.options.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the program (no fork): the pid is the program's.
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn curl_command(&self, path: &str) -> Command {
-        let mut cmd = Command::new("curl");
+        let mut cmd = self.command("curl");
         cmd.arg("-sS")
             .arg("--cacert")
             .arg(self.ca_pem_path())
@@ -241,8 +295,12 @@ impl TestApiServer {
     fn write_tokens(&mut self) -> Result<(), String> {
         let mut csv = format!("{},admin,admin,\"system:masters\"\n", self.token);
         for (name, groups) in &self.options.users {
-            if name.contains([',', '"', '\n']) || groups.iter().any(|g| g.contains([',', '"', '\n'])) {
-                return Err(format!("user {name:?} or its groups contain ',', '\"' or a newline"));
+            if name.contains([',', '"', '\n'])
+                || groups.iter().any(|g| g.contains([',', '"', '\n']))
+            {
+                return Err(format!(
+                    "user {name:?} or its groups contain ',', '\"' or a newline"
+                ));
             }
             let token = random_hex(16)?;
             let _ = writeln!(csv, "{token},{name},{name},\"{}\"", groups.join(","));
@@ -264,7 +322,7 @@ impl TestApiServer {
     fn start_etcd(&mut self) -> Result<(), String> {
         let client = self.etcd_url();
         let peer = format!("http://127.0.0.1:{}", self.etcd_peer_port);
-        let mut cmd = Command::new(self.bin_dir.join("etcd"));
+        let mut cmd = self.command(self.bin_dir.join("etcd"));
         cmd.arg("--name=test")
             .arg(format!("--data-dir={}", self.dir.join("etcd").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -272,34 +330,66 @@ impl TestApiServer {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=test={peer}"))
-            .args(["--log-level=warn", "--unsafe-no-fsync=true", "--quota-backend-bytes=2147483648"]);
+            .args([
+                "--log-level=warn",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=2147483648",
+            ]);
         self.etcd = Some(spawn_logged(cmd, &self.dir.join("etcd.log"))?);
         let deadline = Instant::now() + ETCD_TIMEOUT;
         loop {
-            if TcpStream::connect_timeout(&([127, 0, 0, 1], self.etcd_client_port).into(), Duration::from_millis(200)).is_ok() {
+            if self.etcd_listening() {
                 return Ok(());
             }
             if let Some(Ok(Some(status))) = self.etcd.as_mut().map(|c| c.try_wait()) {
-                return Err(format!("etcd exited ({status}):\n{}", tail(&self.dir.join("etcd.log"), 20)));
+                return Err(format!(
+                    "etcd exited ({status}):\n{}",
+                    tail(&self.dir.join("etcd.log"), 20)
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!("etcd did not listen within {ETCD_TIMEOUT:?}:\n{}", tail(&self.dir.join("etcd.log"), 20)));
+                return Err(format!(
+                    "etcd did not listen within {ETCD_TIMEOUT:?}:\n{}",
+                    tail(&self.dir.join("etcd.log"), 20)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    fn etcd_listening(&self) -> bool {
+        if self.options.netns.is_none() {
+            let addr = ([127, 0, 0, 1], self.etcd_client_port).into();
+            return TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        }
+        self.command("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "1"])
+            .arg(format!("{}/health", self.etcd_url()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     fn start_apiserver(&mut self) -> Result<(), String> {
         let log = self.dir.join("apiserver.log");
-        let mut cmd = Command::new(self.bin_dir.join("sluice-testapi"));
+        let mut cmd = self.command(self.bin_dir.join("sluice-testapi"));
         cmd.arg(format!("--secure-port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--etcd-servers={}", self.etcd_url()))
             .arg(format!("--cert-dir={}", self.dir.join("pki").display()))
-            .arg(format!("--token-file={}", self.dir.join("tokens.csv").display()))
+            .arg(format!(
+                "--token-file={}",
+                self.dir.join("tokens.csv").display()
+            ))
             .arg(format!(
                 "--authorization-mode={}",
-                if self.options.rbac { "RBAC" } else { "AlwaysAllow" }
+                if self.options.rbac {
+                    "RBAC"
+                } else {
+                    "AlwaysAllow"
+                }
             ));
         self.apiserver = Some(spawn_logged(cmd, &log)?);
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -307,7 +397,10 @@ impl TestApiServer {
         loop {
             if let Some(Ok(Some(status))) = self.apiserver.as_mut().map(|c| c.try_wait()) {
                 self.apiserver = None;
-                return Err(format!("sluice-testapi exited ({status}):\n{}", tail(&log, 30)));
+                return Err(format!(
+                    "sluice-testapi exited ({status}):\n{}",
+                    tail(&log, 30)
+                ));
             }
             if self.ca_pem_path().exists() {
                 match self.curl("GET", "/readyz", None, None) {
@@ -362,7 +455,9 @@ impl WatchStream {
                 None => break,
             }
         }
-        Err(format!("no watch event containing {needles:?} within {timeout:?} ({seen} other lines)"))
+        Err(format!(
+            "no watch event containing {needles:?} within {timeout:?} ({seen} other lines)"
+        ))
     }
 }
 
@@ -491,7 +586,9 @@ fn spawn(mut cmd: Command) -> io::Result<Child> {
         .unwrap_or_else(|e| e.into_inner())
         .send((cmd, reply_tx))
         .map_err(|_| io::Error::other("testapi-spawner thread is gone"))?;
-    reply_rx.recv().map_err(|_| io::Error::other("testapi-spawner thread is gone"))?
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("testapi-spawner thread is gone"))?
 }
 
 fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
@@ -500,7 +597,9 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, String> {
         .append(true)
         .open(log)
         .map_err(|e| format!("opening {}: {e}", log.display()))?;
-    let err = file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = file
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     cmd.stdin(Stdio::null()).stdout(file).stderr(err);
     let program = cmd.get_program().to_string_lossy().into_owned();
     spawn(cmd).map_err(|e| format!("starting {program}: {e}"))
@@ -513,7 +612,9 @@ fn spawn_logged_truncate(cmd: Command, log: &Path) -> Result<Child, String> {
 
 /// SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL.
 fn stop_child(child: Option<Child>, what: &str) -> Result<(), String> {
-    let Some(mut child) = child else { return Ok(()) };
+    let Some(mut child) = child else {
+        return Ok(());
+    };
     if let Ok(Some(_)) = child.try_wait() {
         return Ok(());
     }
@@ -532,15 +633,24 @@ fn stop_child(child: Option<Child>, what: &str) -> Result<(), String> {
         }
     }
     let _ = child.kill();
-    child.wait().map(|_| ()).map_err(|e| format!("waiting for {what}: {e}"))
+    child
+        .wait()
+        .map(|_| ())
+        .map_err(|e| format!("waiting for {what}: {e}"))
 }
 
 fn make_temp_dir() -> Result<PathBuf, String> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     for _ in 0..100 {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sluice-testapi-{}-{n}-{nanos:x}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-testapi-{}-{n}-{nanos:x}",
+            std::process::id()
+        ));
         match fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -558,7 +668,10 @@ fn free_ports() -> Result<[u16; 3], String> {
         .map_err(|e| format!("finding a free port: {e}"))?;
     let mut ports = [0u16; 3];
     for (p, l) in ports.iter_mut().zip(&listeners) {
-        *p = l.local_addr().map_err(|e| format!("finding a free port: {e}"))?.port();
+        *p = l
+            .local_addr()
+            .map_err(|e| format!("finding a free port: {e}"))?
+            .port();
     }
     Ok(ports)
 }
