@@ -286,6 +286,64 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
         "web -> api:9090 dropped"
     );
 
+    // A second node's agent derives the same identity numbers without coordination: the
+    // frontend is a local endpoint here and a remote pod (by its status address) there.
+    {
+        let node_b = support::node();
+        let socket_b = lab.dir.join("agent-b.sock");
+        let pins_b = RemoveDir(PathBuf::from(format!(
+            "/sys/fs/bpf/{}",
+            support::unique("sluice-kube-b-")
+        )));
+        let other = Harness {
+            node: &node_b,
+            dir: &lab.dir,
+            state: &lab.state,
+            socket: &socket_b,
+            pins: &pins_b.0,
+        };
+        let kubeconfig = lab.api.kubeconfig_path().display().to_string();
+        let _agent_b = other.agent(
+            &[
+                "--metrics",
+                "off",
+                "--source",
+                "kubernetes",
+                "--kubeconfig",
+                &kubeconfig,
+                "--node-name",
+                "node-b",
+            ],
+            |v| v["source"].as_str().is_some_and(|s| s.contains("synced")),
+        );
+        let here = lab.trace(&[
+            "--from-pod",
+            "shop/web",
+            "--to-pod",
+            "shop/api",
+            "--port",
+            "80/TCP",
+        ]);
+        let text = other.cli(&[
+            "policy",
+            "trace",
+            "--from-ip",
+            "10.89.0.250",
+            "--to-ip",
+            "10.89.0.251",
+            "--port",
+            "80/TCP",
+            "-o",
+            "json",
+        ]);
+        let there: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(
+            here["from_identity"], there["from_identity"],
+            "{here}\n{there}"
+        );
+        assert_eq!(here["to_identity"], there["to_identity"]);
+    }
+
     // The remote pod's address carries its identity.
     assert!(
         lab.labels_of("10.99.0.7")
