@@ -76,7 +76,12 @@ pub struct KubeSource {
     changes: crossbeam::channel::Receiver<()>,
     /// The condition last written per policy object, to write only changes.
     written: Arc<Mutex<BTreeMap<String, (Option<i64>, String, String)>>>,
+    /// Policies parsed before, by object UID with the resourceVersion they were parsed at:
+    /// a pod event does not re-parse every policy.
+    parsed: Mutex<BTreeMap<String, (String, ParseResult)>>,
 }
+
+type ParseResult = Result<identity_cache::policy::Policy, String>;
 
 fn spawn_watch<K>(
     runtime: &tokio::runtime::Handle,
@@ -209,6 +214,7 @@ impl KubeSource {
             health,
             changes,
             written: Arc::new(Mutex::new(BTreeMap::new())),
+            parsed: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -339,7 +345,8 @@ impl KubeSource {
             let mut doc = serde_json::to_value(&*np).unwrap_or(Value::Null);
             doc["apiVersion"] = json!("networking.k8s.io/v1");
             doc["kind"] = json!("NetworkPolicy");
-            parsed.push((origin, None, parse_policy(&doc)));
+            let result = self.parse_cached(&*np, &doc);
+            parsed.push((origin, None, result));
         }
         for sp in self.stores.sluice.state() {
             let origin = format!(
@@ -353,7 +360,7 @@ impl KubeSource {
                 "metadata": {"name": sp.name_any(), "namespace": sp.namespace()},
                 "spec": sp.spec.rules,
             });
-            let result = parse_policy(&doc);
+            let result = self.parse_cached(&*sp, &doc);
             let ns = sp.namespace().unwrap_or_default();
             self.write_status(
                 Api::<SluicePolicy>::namespaced(self.client.clone(), &ns),
@@ -372,7 +379,7 @@ impl KubeSource {
                 "metadata": {"name": sp.name_any()},
                 "spec": sp.spec.rules,
             });
-            let result = parse_policy(&doc);
+            let result = self.parse_cached(&*sp, &doc);
             self.write_status(
                 Api::<SluiceClusterPolicy>::all(self.client.clone()),
                 format!("SluiceClusterPolicy/{}", sp.name_any()),
@@ -381,6 +388,24 @@ impl KubeSource {
                 sp.status.as_ref(),
             );
             parsed.push((origin, sp.meta().generation, result));
+        }
+        if let Ok(mut cache) = self.parsed.lock() {
+            let live: std::collections::BTreeSet<String> = self
+                .stores
+                .netpols
+                .state()
+                .iter()
+                .filter_map(|o| o.uid())
+                .chain(self.stores.sluice.state().iter().filter_map(|o| o.uid()))
+                .chain(
+                    self.stores
+                        .sluice_cluster
+                        .state()
+                        .iter()
+                        .filter_map(|o| o.uid()),
+                )
+                .collect();
+            cache.retain(|uid, _| live.contains(uid));
         }
         for (origin, _, result) in parsed {
             match result {
@@ -458,6 +483,26 @@ impl KubeSource {
                 tracing::warn!("writing the status of {name}: {e}");
             }
         });
+    }
+}
+
+impl KubeSource {
+    /// The parse of `doc`, from the cache when the object has not changed since.
+    fn parse_cached<K: Resource>(&self, object: &K, doc: &Value) -> ParseResult {
+        let (Some(uid), Some(version)) = (object.uid(), object.resource_version()) else {
+            return parse_policy(doc);
+        };
+        if let Ok(cache) = self.parsed.lock()
+            && let Some((v, result)) = cache.get(&uid)
+            && *v == version
+        {
+            return result.clone();
+        }
+        let result = parse_policy(doc);
+        if let Ok(mut cache) = self.parsed.lock() {
+            cache.insert(uid, (version, result.clone()));
+        }
+        result
     }
 }
 
