@@ -75,13 +75,16 @@ pub struct KubeSource {
     health: Arc<Health>,
     changes: crossbeam::channel::Receiver<()>,
     /// The condition last written per policy object, to write only changes.
-    written: Arc<Mutex<BTreeMap<String, (Option<i64>, String, String)>>>,
+    written: Arc<Mutex<BTreeMap<String, WrittenCondition>>>,
     /// Policies parsed before, by object UID with the resourceVersion they were parsed at:
     /// a pod event does not re-parse every policy.
     parsed: Mutex<BTreeMap<String, (String, ParseResult)>>,
 }
 
 type ParseResult = Result<identity_cache::policy::Policy, String>;
+
+/// A condition as written: (observed generation, status, message).
+type WrittenCondition = (Option<i64>, String, String);
 
 fn spawn_watch<K>(
     runtime: &tokio::runtime::Handle,
