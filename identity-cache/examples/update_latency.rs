@@ -7,15 +7,16 @@
 //!   label set nobody has (a new identity, removed again with its last pod);
 //! - the revocation barrier: `publish()` then `wait_for_readers` while reader threads loop on
 //!   `begin_batch()` + one `classify` (p50/p99 over `--barriers` barriers), with two busy readers
-//!   and, for comparison, one;
+//!   and, for comparison, one and three;
 //! - ipcache memory with `--memory-entries` entries (default 1,000,000): the pods' and nodes'
 //!   entries in a standalone `IpCacheWriter`, as `IpCacheWriter::memory_bytes`,
-//!   `IpCache::memory_bytes` of its snapshot, and the RSS growth while filling it.
+//!   `IpCache::memory_bytes` of its snapshot, the RSS growth while filling it, and the whole
+//!   process's resident and peak resident size right after (`VmRSS`, `VmHWM`: this is done
+//!   first, so the process then holds only the program, the generator and the ipcache).
 //!
 //! Durations are wall-clock per operation: on a shared machine the tails include preemption.
 //! The full compile is also reported as on-CPU time of the thread (`*_cpu_s`, from
-//! `/proc/thread-self/schedstat`), which leaves out time spent waiting for a CPU; that counter
-//! only advances at scheduler events, so it is not used for the sub-millisecond operations.
+//! `CLOCK_THREAD_CPUTIME_ID`), which leaves out time spent waiting for a CPU.
 //!
 //! `cargo run --release -p identity-cache --example update_latency -- [--entries 100000]
 //! [--compile-runs 3] [--updates 1000] [--barriers 1000] [--memory-entries 1000000]`
@@ -32,7 +33,8 @@ use identity_cache::state::IdentityCache;
 mod support;
 
 use support::{
-    Cluster, Order, Packet, Params, SEED, build_from, median, percentile, rss_bytes, thread_cpu,
+    Cluster, Order, Packet, Params, SEED, build_from, median, percentile, rss_bytes, status_bytes,
+    thread_cpu,
 };
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
@@ -146,6 +148,11 @@ fn main() {
         "barrier_1_reader",
         barrier(&mut cache, &packets, 1, barriers),
     );
+    // More busy readers than this machine has CPUs, with the publisher on top.
+    json.percentiles(
+        "barrier_3_readers",
+        barrier(&mut cache, &packets, 3, barriers),
+    );
     drop(cache);
 
     json.num("ipcache_memory_entries", memory.entries as f64, 0);
@@ -156,6 +163,13 @@ fn main() {
         memory.rss_delta.map_or(f64::NAN, |b| b as f64),
         0,
     );
+    for (key, value) in [
+        ("process_rss_before_bytes", memory.process_before),
+        ("ipcache_process_rss_bytes", memory.process_rss),
+        ("ipcache_process_peak_bytes", memory.process_peak),
+    ] {
+        json.num(key, value.map_or(f64::NAN, |b| b as f64), 0);
+    }
     println!("{}", json.finish());
 }
 
@@ -294,15 +308,25 @@ struct Memory {
     snapshot_bytes: usize,
     writer_bytes: usize,
     rss_delta: Option<usize>,
+    process_before: Option<usize>,
+    process_rss: Option<usize>,
+    process_peak: Option<usize>,
 }
 
 /// Fills a standalone ipcache writer with the pods' and nodes' entries of a cluster of
 /// `entries` entries (the same owners as the state's ipcache).
 fn memory(entries: usize) -> Memory {
-    let cluster = Cluster::generate(Params {
+    let mut cluster = Cluster::generate(Params {
         policies: 0,
         ..Params::with_entries(entries)
     });
+    // The owners need only the label sets' namespaces and names: free the label sets
+    // themselves (10,000 of them, most of the generator's memory), so that the process holds
+    // little besides the ipcache when its size is read.
+    for choice in &mut cluster.label_sets {
+        choice.labels = identity_cache::labels::LabelSet::default();
+    }
+    let process_before = status_bytes("VmRSS");
     let before = rss_bytes();
     let mut writer = IpCacheWriter::new();
     for k in 0..cluster.nodes {
@@ -336,6 +360,9 @@ fn memory(entries: usize) -> Memory {
         snapshot_bytes: snapshot.memory_bytes(),
         writer_bytes: writer.memory_bytes(),
         rss_delta: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+        process_before,
+        process_rss: status_bytes("VmRSS"),
+        process_peak: status_bytes("VmHWM"),
     };
     drop(snapshot);
 

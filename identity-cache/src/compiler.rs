@@ -6,8 +6,9 @@
 //! are evaluated once against every identity (narrowed by namespace where the selector names
 //! one). Only what a change touches is recomputed:
 //! - identity added: its own tables (if a policy selects it) and the (local, new) tables of
-//!   the locals whose rules now match it as a peer — one shard of the pair map;
-//! - identity removed: its own tables and every (·, removed) table — again one shard;
+//!   the locals whose rules now match it as a peer — one entry in each of their peer maps;
+//! - identity removed: its own tables and every (·, removed) table — again one entry per
+//!   local that saw it;
 //! - policy changed: the tables of the identities its old or new rules select.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,8 +24,8 @@ use crate::policy::{
 use crate::protocol::Protocol;
 use crate::selector::{Operator, Selector};
 use crate::tables::{
-    EnforcementConfig, LocalPolicy, PROTO_ALL, PROTO_ANY_L4, PairKey, PolicyTables, PortEntry,
-    RuleInfo, port_table,
+    EnforcementConfig, LocalPolicy, PROTO_ALL, PROTO_ANY_L4, PairTables, PeerTables, PolicyTables,
+    PortEntry, RuleInfo, sort_port_entries,
 };
 use crate::verdict::RuleId;
 
@@ -86,6 +87,9 @@ pub struct PolicyCompiler {
     pinned_matchers: HashMap<String, HashSet<MatcherId>>,
     /// Matchers that pin no namespace: any identity may be a member.
     unpinned_matchers: HashSet<MatcherId>,
+    /// Egress rules for every peer that name a port (see
+    /// [`refresh_any_peer_named_ports`](Self::refresh_any_peer_named_ports)).
+    any_peer_named: BTreeSet<RuleId>,
     tables: PolicyTables,
 }
 
@@ -107,6 +111,7 @@ impl PolicyCompiler {
             subject_of: HashMap::new(),
             pinned_matchers: HashMap::new(),
             unpinned_matchers: HashSet::new(),
+            any_peer_named: BTreeSet::new(),
             tables: PolicyTables {
                 config,
                 ..PolicyTables::default()
@@ -129,7 +134,10 @@ impl PolicyCompiler {
 
     /// The tables to publish (cheap clone).
     pub fn tables(&self) -> PolicyTables {
-        self.tables.clone()
+        PolicyTables {
+            pairs: PairTables::of(&self.tables.locals),
+            ..self.tables.clone()
+        }
     }
 
     /// The policies loaded, by key.
@@ -220,12 +228,9 @@ impl PolicyCompiler {
     /// (with named ports) coming and going.
     fn refresh_any_peer_named_ports(&mut self) {
         let mut locals = BTreeSet::new();
-        for rule in self.rules.values() {
-            let named = matches!(&rule.rule.ports, Ports::Only(specs)
-                if specs.iter().any(|s| matches!(s, PortSpec::Named { .. })));
-            if rule.peers.is_none() && rule.rule.direction == Direction::Egress && named {
-                locals.extend(self.matchers[&rule.subject].members.iter().copied());
-            }
+        for rid in &self.any_peer_named {
+            let subject = self.rules[rid].subject;
+            locals.extend(self.matchers[&subject].members.iter().copied());
         }
         for local in locals {
             self.install_local(local);
@@ -247,37 +252,33 @@ impl PolicyCompiler {
         // Only these matchers can have `id` as a member.
         let candidates = self.candidate_matchers(namespace.as_deref());
         // The (·, id) tables: (local, id) for every local selected by a rule that has `id` as a
-        // peer (the same membership invariant as `uninstall_local`). All live in the one shard
-        // of `id`, so this clones at most one shard.
-        let mut keys = HashSet::new();
+        // peer (the same membership invariant as `uninstall_local`): one entry in each of
+        // those locals' peer maps.
+        let mut seen_by: BTreeSet<Identity> = BTreeSet::new();
         for mid in &candidates {
             let entry = &self.matchers[mid];
             if !matches!(entry.matcher, Matcher::Peer(_)) || !entry.members.contains(&id) {
                 continue;
             }
-            let cidr = self.cidr_only_matcher(*mid);
             for rid in self.peer_rules.get(mid).into_iter().flatten() {
                 let rule = &self.rules[rid];
-                for local in &self.matchers[&rule.subject].members {
-                    for cidr_only in [false, true] {
-                        if cidr_only && !cidr {
-                            continue;
-                        }
-                        keys.insert(PairKey {
-                            local: *local,
-                            remote: id,
-                            direction: rule.rule.direction,
-                            cidr_only,
-                        });
-                    }
-                }
+                seen_by.extend(self.matchers[&rule.subject].members.iter().copied());
             }
         }
-        for key in keys {
-            self.tables.pairs.remove(&key);
+        for local in seen_by {
+            self.set_pair_tables(local, id, Default::default());
         }
         debug_assert!(
-            self.tables.pairs.iter().all(|(k, _)| k.remote != id),
+            self.tables
+                .locals
+                .iter()
+                .all(
+                    |(_, policy)| [&policy.ingress, &policy.egress].iter().all(|d| d
+                        .peers
+                        .get(id)
+                        .is_none()
+                        && d.cidr_peers.get(id).is_none())
+                ),
             "a (·, {id:?}) table outlived its identity"
         );
         for mid in candidates {
@@ -349,6 +350,11 @@ impl PolicyCompiler {
                 action: rule.action,
                 index: (rule.index != u32::MAX).then_some(rule.index),
             };
+            let named = matches!(&rule.ports, Ports::Only(specs)
+                if specs.iter().any(|s| matches!(s, PortSpec::Named { .. })));
+            if peers.is_none() && rule.direction == Direction::Egress && named {
+                self.any_peer_named.insert(rid);
+            }
             self.rules.insert(
                 rid,
                 CompiledRule {
@@ -397,6 +403,7 @@ impl PolicyCompiler {
             self.uninstall_local(*local);
         }
         for rid in ids {
+            self.any_peer_named.remove(&rid);
             if let Some(rule) = self.rules.remove(&rid) {
                 if let Some(set) = self.subject_rules.get_mut(&rule.subject) {
                     set.remove(&rid);
@@ -562,10 +569,10 @@ impl PolicyCompiler {
             )
     }
 
-    /// Writes the local policy of `local` and all its (local, ·) tables.
+    /// Writes the local policy of `local` with all its (local, ·) tables.
     fn install_local(&mut self, local: Identity) {
-        self.uninstall_local(local);
         if !self.identities.contains_key(&local) || !self.is_local_candidate(local) {
+            self.uninstall_local(local);
             return;
         }
         let rules = self.rules_of(local);
@@ -574,6 +581,7 @@ impl PolicyCompiler {
             policy.ingress.enforced = true;
             policy.egress.enforced = true;
         }
+        // (remote, direction, cidr-only) → entries.
         let mut pairs: HashMap<(Identity, Direction, bool), Vec<PortEntry>> = HashMap::new();
         for rid in &rules {
             let rule = &self.rules[rid];
@@ -615,54 +623,27 @@ impl PolicyCompiler {
                 }
             }
         }
-        for dir in [&mut policy.ingress, &mut policy.egress] {
-            dir.any_peer = port_table(std::mem::take(&mut dir.any_peer)).to_vec();
+        // [ingress, egress] x [any peer kind, cidr-only]
+        let mut tables: [[PeerList; 2]; 2] = Default::default();
+        for ((remote, direction, cidr_only), mut entries) in pairs {
+            sort_port_entries(&mut entries);
+            tables[direction_slot(direction)][usize::from(cidr_only)].push((remote, entries));
         }
-        for ((remote, direction, cidr_only), entries) in pairs {
-            self.tables.pairs.insert(
-                PairKey {
-                    local,
-                    remote,
-                    direction,
-                    cidr_only,
-                },
-                port_table(entries),
-            );
+        for (slot, dir) in [&mut policy.ingress, &mut policy.egress]
+            .into_iter()
+            .enumerate()
+        {
+            sort_port_entries(&mut dir.any_peer);
+            let [peers, cidr_peers] = std::mem::take(&mut tables[slot]);
+            dir.peers = PeerTables::from_tables(peers);
+            dir.cidr_peers = PeerTables::from_tables(cidr_peers);
         }
         self.tables.locals.insert(local, Arc::new(policy));
     }
 
-    /// Removes the local policy of `local` and its (local, ·) tables.
+    /// Removes the local policy of `local`, and with it its (local, ·) tables.
     fn uninstall_local(&mut self, local: Identity) {
-        if self.tables.locals.remove(&local).is_none() {
-            return;
-        }
-        let rules = self.rules_of(local);
-        let mut keys = HashSet::new();
-        for rid in rules {
-            let rule = &self.rules[&rid];
-            for mid in rule.peers.iter().flatten() {
-                let cidr = self.cidr_only_matcher(*mid);
-                for remote in &self.matchers[mid].members {
-                    for cidr_only in [false, true] {
-                        if cidr_only && !cidr {
-                            continue;
-                        }
-                        keys.insert(PairKey {
-                            local,
-                            remote: *remote,
-                            direction: rule.rule.direction,
-                            cidr_only,
-                        });
-                    }
-                }
-            }
-        }
-        // Membership only changes together with the matching pair tables (refresh_pair on
-        // add, the remote's shard on removal), so these keys are exactly the installed ones.
-        for key in keys {
-            self.tables.pairs.remove(&key);
-        }
+        self.tables.locals.remove(&local);
     }
 
     /// Recomputes the (local, remote) tables of both directions.
@@ -684,31 +665,52 @@ impl PolicyCompiler {
             if matching.is_empty() {
                 continue;
             }
-            let slot = match rule.rule.direction {
-                Direction::Ingress => 0,
-                Direction::Egress => 1,
-            };
+            let slot = direction_slot(rule.rule.direction);
             let entries = self.port_entries(rid, local, Some(remote));
             if matching.iter().any(|mid| self.cidr_only_matcher(**mid)) {
                 by_dir[slot][1].extend(entries.iter().copied());
             }
             by_dir[slot][0].extend(entries);
         }
-        for (slot, direction) in [(0, Direction::Ingress), (1, Direction::Egress)] {
-            for (kind, cidr_only) in [(0, false), (1, true)] {
-                let key = PairKey {
-                    local,
-                    remote,
-                    direction,
-                    cidr_only,
-                };
-                let entries = std::mem::take(&mut by_dir[slot][kind]);
-                if entries.is_empty() {
-                    self.tables.pairs.remove(&key);
-                } else {
-                    self.tables.pairs.insert(key, port_table(entries));
-                }
-            }
+        for tables in by_dir.iter_mut().flatten() {
+            sort_port_entries(tables);
+        }
+        self.set_pair_tables(local, remote, by_dir);
+    }
+
+    /// Sets the (local, remote) tables, `[ingress, egress] x [any peer kind, cidr-only]`
+    /// (sorted; empty ones are removed). The local's policy is copied (if a published
+    /// snapshot shares it) only when a table actually changes.
+    fn set_pair_tables(
+        &mut self,
+        local: Identity,
+        remote: Identity,
+        tables: [[Vec<PortEntry>; 2]; 2],
+    ) {
+        let Some(current) = self.tables.locals.get(&local) else {
+            return;
+        };
+        let unchanged =
+            [&current.ingress, &current.egress]
+                .iter()
+                .zip(&tables)
+                .all(|(dir, [all, cidr])| {
+                    dir.peers.get(remote).unwrap_or_default() == all.as_slice()
+                        && dir.cidr_peers.get(remote).unwrap_or_default() == cidr.as_slice()
+                });
+        if unchanged {
+            return;
+        }
+        let Some(policy) = self.tables.locals.get_mut(&local) else {
+            return;
+        };
+        let policy = Arc::make_mut(policy);
+        for (dir, [all, cidr]) in [&mut policy.ingress, &mut policy.egress]
+            .into_iter()
+            .zip(&tables)
+        {
+            dir.peers.set(remote, all);
+            dir.cidr_peers.set(remote, cidr);
         }
     }
 
@@ -779,6 +781,17 @@ impl PolicyCompiler {
             }
         }
         out
+    }
+}
+
+/// Port tables by peer, before they go into a [`PeerTables`].
+type PeerList = Vec<(Identity, Vec<PortEntry>)>;
+
+/// The index of a direction in `[ingress, egress]` arrays.
+fn direction_slot(direction: Direction) -> usize {
+    match direction {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
     }
 }
 

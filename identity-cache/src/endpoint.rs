@@ -8,8 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashMap;
 
@@ -115,12 +117,51 @@ pub enum EndpointError {
     },
 }
 
+/// Hashes the integer keys of the endpoint indexes with one multiply (a node has a few
+/// hundred endpoints and their addresses are not chosen by packets, so no seed is needed; the
+/// lookup is on every packet's path).
+#[derive(Clone, Copy, Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        // The table takes its slot from the low bits: fold the well-mixed high ones in.
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    #[inline]
+    fn write_u128(&mut self, n: u128) {
+        let (hi, lo) = ((n >> 64) as u64, n as u64);
+        self.write_u64(hi.wrapping_mul(0xff51_afd7_ed55_8ccd) ^ lo);
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, BuildHasherDefault<IntHasher>>;
+
 #[derive(Clone, Default)]
 struct Tables {
+    /// See [`EndpointTable::stamp`].
+    stamp: u64,
     by_id: BTreeMap<EndpointId, Arc<Endpoint>>,
-    by_v4: HashMap<u32, Arc<Endpoint>>,
-    by_v6: HashMap<u128, Arc<Endpoint>>,
-    by_ifindex: HashMap<u32, Arc<Endpoint>>,
+    by_v4: IntMap<u32, Arc<Endpoint>>,
+    by_v6: IntMap<u128, Arc<Endpoint>>,
+    by_ifindex: IntMap<u32, Arc<Endpoint>>,
 }
 
 /// The local endpoints, indexed by IP, id and interface. Cloning is one reference count.
@@ -186,6 +227,15 @@ impl EndpointTable {
         self.tables.by_id.is_empty()
     }
 
+    /// A number that changes with every change of the table and is never reused by another
+    /// table in this process (0 for a table that was never changed, which is empty): two
+    /// tables with the same stamp hold the same endpoints. The ipcache's local-endpoint flags
+    /// name the stamp of the table they were kept in step with, so that a lookup can trust
+    /// them only for that table.
+    pub fn stamp(&self) -> u64 {
+        self.tables.stamp
+    }
+
     /// Stores `endpoint`, replacing the one with the same id (all its indexes at once: its
     /// old addresses and interface stop resolving in the same update its new ones start).
     /// Returns the endpoint it replaced.
@@ -216,6 +266,7 @@ impl EndpointTable {
             });
         }
         let tables = Arc::make_mut(&mut self.tables);
+        tables.stamp = next_stamp();
         let previous = tables.unindex(id);
         let endpoint = Arc::new(endpoint);
         for &ip in &endpoint.ips {
@@ -234,8 +285,16 @@ impl EndpointTable {
         if !self.tables.by_id.contains_key(&id) {
             return None;
         }
-        Arc::make_mut(&mut self.tables).unindex(id)
+        let tables = Arc::make_mut(&mut self.tables);
+        tables.stamp = next_stamp();
+        tables.unindex(id)
     }
+}
+
+/// A stamp no table in this process had before.
+fn next_stamp() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Tables {

@@ -6,13 +6,20 @@
 //! [`IpCache`] lives inside published snapshots. A lookup probes one hash table per address
 //! family, keyed by (masked address, prefix length), once for each prefix length that is present,
 //! longest first: a bitmask of the lengths in use (33 bits for IPv4, 129 for IPv6) makes the
-//! usual case (a pod's `/32` or `/128`) one probe. Tables are [`ShardedMap`]s, so the writer
-//! clones only the shards it touches and a clone of the whole cache is cheap.
+//! usual case (a pod's `/32` or `/128`) one probe. The tables are flat copy-on-write tables
+//! (`cow_flat`): one packed record per entry (an IPv4 key, identity and owner take 17 bytes,
+//! IPv6 29) found by linear probing, so a hit in a table far larger than the CPU's caches costs
+//! one cache miss; the writer clones only the shard it touches and a clone of the whole cache
+//! is cheap.
 //!
-//! Entries are packed (an IPv4 key and value take 17 bytes, IPv6 29) and owners are interned:
-//! one record per distinct (uid, source), shared by all the prefixes it claims (a pod's IPv4
-//! and IPv6 address), stored as string slices in chunked arenas. Readers see an owner as an
-//! [`OwnerRef`], which borrows those strings.
+//! The entry of a host prefix also carries a flag saying whether the address is a local
+//! endpoint's (see [`IpCacheWriter::set_local`]), so that classifying a packet learns who the
+//! peer is and whether to enforce its policy from one lookup.
+//!
+//! Owners are interned: one record per distinct (uid, source), shared by all the prefixes it
+//! claims (a pod's IPv4 and IPv6 address), stored as string slices in chunked arenas. Readers
+//! see an owner as an [`OwnerRef`], which borrows those strings. The writer's book of which
+//! prefixes each record claims keeps a pod's two host addresses inline (24 bytes per owner).
 //!
 //! # Writer side
 //!
@@ -26,7 +33,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -34,7 +41,7 @@ use std::sync::Arc;
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::cow_map::{SHARDS, ShardKey, ShardedMap};
+use crate::cow_flat::{CowFlat, FlatEntry};
 use crate::identity::Identity;
 
 /// Where a claim on a prefix comes from. Higher sources take precedence:
@@ -257,30 +264,37 @@ pub enum RemoveOutcome {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Packed keys and values
+// Packed keys and entries
 
 /// 2^64 / φ, the multiplier of Fibonacci hashing.
 const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
+/// A second odd multiplier (the murmur3 finaliser's) for the IPv6 fold.
+const MIX: u64 = 0xff51_afd7_ed55_8ccd;
+/// The prefix length of an empty table slot.
+const EMPTY_LEN: u8 = u8::MAX;
+/// The bit of a stored owner number that marks the address of a local endpoint.
+const LOCAL_BIT: u32 = 1 << 31;
+/// The highest owner number (the top bit of the stored number is [`LOCAL_BIT`]).
+const MAX_OWNER_ID: u32 = LOCAL_BIT - 1;
 
-/// An IPv4 table key: masked address (big-endian) and prefix length, 5 bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// An IPv4 prefix: masked address and prefix length.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct V4Key {
-    addr: [u8; 4],
+    addr: u32,
     len: u8,
 }
 
 impl V4Key {
     #[inline]
     fn new(addr: u32, len: u8) -> Self {
-        V4Key {
-            addr: addr.to_be_bytes(),
-            len,
-        }
+        V4Key { addr, len }
     }
 
+    /// One multiply (Fibonacci hashing): the top bits of the product, which pick the shard
+    /// and the slot, depend on every bit of the 40-bit packed key.
     #[inline]
-    fn packed(&self) -> u64 {
-        (u64::from(u32::from_be_bytes(self.addr)) << 8) | u64::from(self.len)
+    fn hash(&self) -> u64 {
+        ((u64::from(self.addr) << 8) | u64::from(self.len)).wrapping_mul(FIBONACCI)
     }
 
     fn net(&self) -> Option<IpNet> {
@@ -290,60 +304,32 @@ impl V4Key {
     }
 }
 
-impl Hash for V4Key {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.packed());
-    }
-}
-
-impl ShardKey for V4Key {
-    #[inline]
-    fn shard_hash(&self) -> u64 {
-        // One multiply (Fibonacci hashing) is enough to pick a shard: the packed key uses only
-        // its low 40 bits, and the product bits the shard index folds in depend on all of them.
-        self.packed().wrapping_mul(FIBONACCI)
-    }
-}
-
-/// An IPv6 table key: masked address (big-endian) and prefix length, 17 bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// An IPv6 prefix: masked address and prefix length.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct V6Key {
-    addr: [u8; 16],
+    addr: u128,
     len: u8,
 }
 
 impl V6Key {
     #[inline]
     fn new(addr: u128, len: u8) -> Self {
-        V6Key {
-            addr: addr.to_be_bytes(),
-            len,
-        }
+        V6Key { addr, len }
+    }
+
+    /// The address folded into one `u64` (the high half multiplied first, so that prefixes
+    /// that differ only there, and host addresses that differ only in the low half, both
+    /// spread), then one Fibonacci multiply as for IPv4.
+    #[inline]
+    fn hash(&self) -> u64 {
+        let (hi, lo) = ((self.addr >> 64) as u64, self.addr as u64);
+        (hi.wrapping_mul(MIX) ^ lo ^ u64::from(self.len)).wrapping_mul(FIBONACCI)
     }
 
     fn net(&self) -> Option<IpNet> {
         Ipv6Net::new(Ipv6Addr::from(self.addr), self.len)
             .ok()
             .map(IpNet::V6)
-    }
-}
-
-impl Hash for V6Key {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from_be_bytes(self.addr));
-        state.write_u8(self.len);
-    }
-}
-
-impl ShardKey for V6Key {
-    #[inline]
-    fn shard_hash(&self) -> u64 {
-        let a = u128::from_be_bytes(self.addr);
-        let (hi, lo) = ((a >> 64) as u64, a as u64);
-        let x = hi ^ lo.rotate_left(29) ^ (u64::from(self.len) << 56);
-        (x ^ (x >> 29)).wrapping_mul(FIBONACCI)
     }
 }
 
@@ -363,6 +349,14 @@ impl PrefixKey {
         }
     }
 
+    /// The host prefix (`/32`, `/128`) of an address.
+    fn host(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => PrefixKey::V4(V4Key::new(u32::from(a), 32)),
+            IpAddr::V6(a) => PrefixKey::V6(V6Key::new(u128::from(a), 128)),
+        }
+    }
+
     fn net(&self) -> Option<IpNet> {
         match self {
             PrefixKey::V4(k) => k.net(),
@@ -371,38 +365,181 @@ impl PrefixKey {
     }
 }
 
-/// A table value: identity and owner id, 12 bytes with no padding.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What a visible entry maps to: identity and owner.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Slot {
-    identity: [u8; 8],
-    owner: [u8; 4],
+    identity: Identity,
+    owner: OwnerId,
 }
 
 impl Slot {
-    fn new(identity: Identity, owner: OwnerId) -> Self {
-        Slot {
-            identity: identity.0.to_le_bytes(),
-            owner: owner.0.to_le_bytes(),
+    #[inline]
+    fn hit(&self, prefix_len: u8) -> IpCacheHit {
+        IpCacheHit {
+            identity: self.identity,
+            prefix_len,
+            owner: self.owner,
         }
+    }
+}
+
+/// An IPv4 table entry: key, owner (with [`LOCAL_BIT`]) and identity, 17 bytes with no
+/// padding, so a 64-byte cache line holds three or four.
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct V4Entry {
+    addr: u32,
+    len: u8,
+    owner: u32,
+    identity: u64,
+}
+
+/// An IPv6 table entry, 29 bytes.
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+struct V6Entry {
+    addr: u128,
+    len: u8,
+    owner: u32,
+    identity: u64,
+}
+
+/// The fields both entry kinds share.
+trait Entry: FlatEntry {
+    fn make(key: Self::Key, slot: Slot, local: bool) -> Self;
+    fn stored_owner(&self) -> u32;
+    fn identity(&self) -> Identity;
+    fn len(&self) -> u8;
+    #[inline]
+    fn slot(&self) -> Slot {
+        Slot {
+            identity: self.identity(),
+            owner: OwnerId(self.stored_owner() & MAX_OWNER_ID),
+        }
+    }
+    #[inline]
+    fn local(&self) -> bool {
+        self.stored_owner() & LOCAL_BIT != 0
+    }
+    #[inline]
+    fn hit(&self) -> IpCacheHit {
+        self.slot().hit(self.len())
+    }
+}
+
+impl FlatEntry for V4Entry {
+    type Key = V4Key;
+    const EMPTY: Self = V4Entry {
+        addr: 0,
+        len: EMPTY_LEN,
+        owner: 0,
+        identity: 0,
+    };
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len == EMPTY_LEN
+    }
+
+    #[inline]
+    fn has_key(&self, key: &V4Key) -> bool {
+        let (addr, len) = (self.addr, self.len);
+        addr == key.addr && len == key.len
+    }
+
+    #[inline]
+    fn key(&self) -> V4Key {
+        V4Key::new(self.addr, self.len)
+    }
+
+    #[inline]
+    fn hash(key: &V4Key) -> u64 {
+        key.hash()
+    }
+}
+
+impl Entry for V4Entry {
+    #[inline]
+    fn make(key: V4Key, slot: Slot, local: bool) -> Self {
+        V4Entry {
+            addr: key.addr,
+            len: key.len,
+            owner: slot.owner.0 | if local { LOCAL_BIT } else { 0 },
+            identity: slot.identity.0,
+        }
+    }
+
+    #[inline]
+    fn stored_owner(&self) -> u32 {
+        self.owner
     }
 
     #[inline]
     fn identity(&self) -> Identity {
-        Identity(u64::from_le_bytes(self.identity))
+        Identity(self.identity)
     }
 
     #[inline]
-    fn owner(&self) -> OwnerId {
-        OwnerId(u32::from_le_bytes(self.owner))
+    fn len(&self) -> u8 {
+        self.len
+    }
+}
+
+impl FlatEntry for V6Entry {
+    type Key = V6Key;
+    const EMPTY: Self = V6Entry {
+        addr: 0,
+        len: EMPTY_LEN,
+        owner: 0,
+        identity: 0,
+    };
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.len == EMPTY_LEN
     }
 
     #[inline]
-    fn hit(&self, prefix_len: u8) -> IpCacheHit {
-        IpCacheHit {
-            identity: self.identity(),
-            prefix_len,
-            owner: self.owner(),
+    fn has_key(&self, key: &V6Key) -> bool {
+        let (addr, len) = (self.addr, self.len);
+        addr == key.addr && len == key.len
+    }
+
+    #[inline]
+    fn key(&self) -> V6Key {
+        V6Key::new(self.addr, self.len)
+    }
+
+    #[inline]
+    fn hash(key: &V6Key) -> u64 {
+        key.hash()
+    }
+}
+
+impl Entry for V6Entry {
+    #[inline]
+    fn make(key: V6Key, slot: Slot, local: bool) -> Self {
+        V6Entry {
+            addr: key.addr,
+            len: key.len,
+            owner: slot.owner.0 | if local { LOCAL_BIT } else { 0 },
+            identity: slot.identity.0,
         }
+    }
+
+    #[inline]
+    fn stored_owner(&self) -> u32 {
+        self.owner
+    }
+
+    #[inline]
+    fn identity(&self) -> Identity {
+        Identity(self.identity)
+    }
+
+    #[inline]
+    fn len(&self) -> u8 {
+        self.len
     }
 }
 
@@ -419,7 +556,6 @@ fn mask_v6(len: u8) -> u128 {
         .checked_shl(128 - u32::from(len.min(128)))
         .unwrap_or(0)
 }
-
 // ---------------------------------------------------------------------------------------------
 // Interned owner records
 
@@ -594,13 +730,37 @@ impl OwnerTable {
 /// Cloning it clones a few hundred reference counts, never the entries.
 #[derive(Clone, Default)]
 pub struct IpCache {
-    v4: ShardedMap<V4Key, Slot>,
-    v6: ShardedMap<V6Key, Slot>,
+    v4: CowFlat<V4Entry>,
+    v6: CowFlat<V6Entry>,
     /// Bit `n` set when some IPv4 prefix of length `n` is present.
     v4_lens: u64,
     /// Bit `n % 64` of word `n / 64` set when some IPv6 prefix of length `n` is present.
     v6_lens: [u64; 3],
     owners: OwnerTable,
+    /// The [`EndpointTable::stamp`](crate::endpoint::EndpointTable::stamp) of the endpoint
+    /// table whose addresses the local flags of the host entries describe (0: none).
+    local_stamp: u64,
+    /// Whether some local endpoint address has no host entry (its flag is then nowhere, and
+    /// a miss or a shorter prefix cannot say "not local").
+    local_orphans: bool,
+}
+
+/// An address as [`IpCache::resolve`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// The identity of the longest prefix containing it, if any.
+    pub(crate) identity: Option<Identity>,
+    /// Whether it is a local endpoint's address, as the flags say; `None` when they cannot
+    /// tell (the caller then asks the endpoint table).
+    pub(crate) local: Option<bool>,
+}
+
+impl Resolved {
+    /// Nothing resolved yet.
+    pub(crate) const NONE: Resolved = Resolved {
+        identity: None,
+        local: None,
+    };
 }
 
 impl fmt::Debug for IpCache {
@@ -631,34 +791,94 @@ impl IpCache {
     /// Longest-prefix match of an IPv4 address.
     #[inline]
     pub fn lookup_v4(&self, ip: Ipv4Addr) -> Option<IpCacheHit> {
-        let addr = u32::from(ip);
-        let mut lens = self.v4_lens;
-        while lens != 0 {
-            let len = (63 - lens.leading_zeros()) as u8;
-            lens &= !(1u64 << len);
-            if let Some(slot) = self.v4.get(&V4Key::new(addr & mask_v4(len), len)) {
-                return Some(slot.hit(len));
-            }
-        }
-        None
+        self.entry_v4(u32::from(ip)).map(|e| e.hit())
     }
 
     /// Longest-prefix match of an IPv6 address.
     #[inline]
     pub fn lookup_v6(&self, ip: Ipv6Addr) -> Option<IpCacheHit> {
-        let addr = u128::from(ip);
+        self.entry_v6(u128::from(ip)).map(|e| e.hit())
+    }
+
+    #[inline]
+    fn entry_v4(&self, addr: u32) -> Option<V4Entry> {
+        let mut lens = self.v4_lens;
+        while lens != 0 {
+            let len = (63 - lens.leading_zeros()) as u8;
+            lens &= !(1u64 << len);
+            if let Some(e) = self.v4.get(&V4Key::new(addr & mask_v4(len), len)) {
+                return Some(*e);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn entry_v6(&self, addr: u128) -> Option<V6Entry> {
         for word in (0..3u8).rev() {
             let mut bits = self.v6_lens[usize::from(word)];
             while bits != 0 {
                 let bit = (63 - bits.leading_zeros()) as u8;
                 bits &= !(1u64 << bit);
                 let len = word * 64 + bit;
-                if let Some(slot) = self.v6.get(&V6Key::new(addr & mask_v6(len), len)) {
-                    return Some(slot.hit(len));
+                if let Some(e) = self.v6.get(&V6Key::new(addr & mask_v6(len), len)) {
+                    return Some(*e);
                 }
             }
         }
         None
+    }
+
+    /// The identity of `ip` (longest prefix) and, from the same entry, whether it is a local
+    /// endpoint's address: the flag of its host entry, valid for the endpoint table stamped
+    /// `endpoints_stamp` only.
+    #[inline]
+    pub(crate) fn resolve(&self, ip: IpAddr, endpoints_stamp: u64) -> Resolved {
+        let (identity, host, flag) = match ip {
+            IpAddr::V4(a) => match self.entry_v4(u32::from(a)) {
+                Some(e) => (Some(e.identity()), e.len == 32, e.local()),
+                None => (None, false, false),
+            },
+            IpAddr::V6(a) => match self.entry_v6(u128::from(a)) {
+                Some(e) => (Some(e.identity()), e.len == 128, e.local()),
+                None => (None, false, false),
+            },
+        };
+        let local = if self.local_stamp != endpoints_stamp {
+            None
+        } else if host {
+            Some(flag)
+        } else if self.local_orphans {
+            None
+        } else {
+            Some(false)
+        };
+        Resolved { identity, local }
+    }
+
+    /// Starts loading the slot where the lookup of `ip`'s host prefix (`/32`, `/128`, the
+    /// usual hit) begins; see [`Snapshot::classify_batch`](crate::state::Snapshot::classify_batch).
+    #[inline]
+    pub(crate) fn prefetch(&self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(a) => self.v4.prefetch(&V4Key::new(u32::from(a), 32)),
+            IpAddr::V6(a) => self.v6.prefetch(&V6Key::new(u128::from(a), 128)),
+        }
+    }
+
+    /// This snapshot with its local flags declared valid for the endpoint table `stamp`.
+    pub(crate) fn with_local_stamp(mut self, stamp: u64) -> Self {
+        self.local_stamp = stamp;
+        self
+    }
+
+    /// Whether the host entry of `ip` carries the local-endpoint flag (for tests).
+    #[cfg(test)]
+    pub(crate) fn local_flag(&self, ip: IpAddr) -> Option<bool> {
+        match PrefixKey::host(ip) {
+            PrefixKey::V4(k) => self.v4.get(&k).map(Entry::local),
+            PrefixKey::V6(k) => self.v6.get(&k).map(Entry::local),
+        }
     }
 
     /// The owner record behind a hit.
@@ -669,7 +889,7 @@ impl IpCache {
     /// The visible entry for exactly this prefix (truncated first), with its owner.
     pub fn get(&self, prefix: IpNet) -> Option<(Identity, OwnerRef<'_>)> {
         let slot = self.slot(PrefixKey::of(prefix))?;
-        Some((slot.identity(), self.owners.get(slot.owner())?))
+        Some((slot.identity, self.owners.get(slot.owner)?))
     }
 
     /// Number of visible entries.
@@ -687,29 +907,37 @@ impl IpCache {
         let v4 = self
             .v4
             .iter()
-            .filter_map(|(k, v)| Some((k.net()?, v.hit(k.len))));
+            .filter_map(|e| Some((e.key().net()?, e.hit())));
         let v6 = self
             .v6
             .iter()
-            .filter_map(|(k, v)| Some((k.net()?, v.hit(k.len))));
+            .filter_map(|e| Some((e.key().net()?, e.hit())));
         v4.chain(v6)
     }
 
-    /// Estimated heap bytes held by this snapshot: the hash tables (buckets and control bytes,
-    /// at their actual capacity) and the interned owner records. Memory shared with other
-    /// snapshots is counted in full.
+    /// Heap bytes held by this snapshot: the tables' slots at their actual capacity, the shard
+    /// records, and the interned owner records. Memory shared with other snapshots is counted
+    /// in full.
     pub fn memory_bytes(&self) -> usize {
-        // `table_bytes` counts usable capacity, which hashbrown keeps at 7/8 of its buckets.
-        let tables = (self.v4.table_bytes() + self.v6.table_bytes()) / 7 * 8;
-        let shard_overhead =
-            2 * SHARDS * (size_of::<Arc<()>>() + 2 * size_of::<usize>() + 4 * size_of::<usize>());
-        tables + shard_overhead + self.owners.memory_bytes()
+        self.v4.memory_bytes() + self.v6.memory_bytes() + self.owners.memory_bytes()
     }
 
+    #[inline]
     fn slot(&self, key: PrefixKey) -> Option<Slot> {
         match key {
-            PrefixKey::V4(k) => self.v4.get(&k).copied(),
-            PrefixKey::V6(k) => self.v6.get(&k).copied(),
+            PrefixKey::V4(k) => self.v4.get(&k).map(Entry::slot),
+            PrefixKey::V6(k) => self.v6.get(&k).map(Entry::slot),
+        }
+    }
+
+    /// Stores `slot` at `key` (or removes the entry), with the local flag; returns whether
+    /// an entry was there before.
+    fn store(&mut self, key: PrefixKey, slot: Option<Slot>, local: bool) -> bool {
+        match (key, slot) {
+            (PrefixKey::V4(k), Some(s)) => self.v4.insert(V4Entry::make(k, s, local)).is_some(),
+            (PrefixKey::V4(k), None) => self.v4.remove(&k).is_some(),
+            (PrefixKey::V6(k), Some(s)) => self.v6.insert(V6Entry::make(k, s, local)).is_some(),
+            (PrefixKey::V6(k), None) => self.v6.remove(&k).is_some(),
         }
     }
 }
@@ -718,118 +946,196 @@ impl IpCache {
 // Writer side
 
 /// A claim on a prefix: what it maps to and who says so.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Claim {
-    identity: Identity,
-    owner: OwnerId,
-}
+type Claim = Slot;
 
-/// The prefixes an owner record claims (visible or shadowed). Most owners claim one or two.
-enum PrefixList {
-    Inline([Option<PrefixKey>; 2]),
+/// The prefixes of an owner record beyond its inline host addresses (see [`OwnerBook`]).
+enum ExtraPrefixes {
     Heap(Vec<PrefixKey>),
-    Set(Box<HashSet<PrefixKey>>),
+    Set(HashSet<PrefixKey>),
 }
 
-/// Above this many prefixes an owner's list becomes a hash set.
+/// Above this many extra prefixes an owner's list becomes a hash set.
 const PREFIX_LIST_SET_AT: usize = 32;
 
-impl Default for PrefixList {
-    fn default() -> Self {
-        PrefixList::Inline([None, None])
-    }
-}
-
-impl PrefixList {
+impl ExtraPrefixes {
     fn insert(&mut self, key: PrefixKey) {
         match self {
-            PrefixList::Inline(items) => {
-                if items.contains(&Some(key)) {
-                    return;
-                }
-                if let Some(free) = items.iter_mut().find(|i| i.is_none()) {
-                    *free = Some(key);
-                } else {
-                    let mut v = Vec::with_capacity(4);
-                    v.extend(items.iter().flatten().copied());
-                    v.push(key);
-                    *self = PrefixList::Heap(v);
-                }
-            }
-            PrefixList::Heap(v) => {
+            ExtraPrefixes::Heap(v) => {
                 if v.contains(&key) {
                     return;
                 }
                 if v.len() >= PREFIX_LIST_SET_AT {
                     let mut set: HashSet<PrefixKey> = v.drain(..).collect();
                     set.insert(key);
-                    *self = PrefixList::Set(Box::new(set));
+                    *self = ExtraPrefixes::Set(set);
                 } else {
                     v.push(key);
                 }
             }
-            PrefixList::Set(s) => {
+            ExtraPrefixes::Set(s) => {
                 s.insert(key);
             }
         }
     }
 
-    fn remove(&mut self, key: PrefixKey) {
+    /// Removes `key`; returns whether it was there.
+    fn remove(&mut self, key: PrefixKey) -> bool {
         match self {
-            PrefixList::Inline(items) => {
-                for item in items.iter_mut() {
-                    if *item == Some(key) {
-                        *item = None;
-                    }
-                }
-            }
-            PrefixList::Heap(v) => {
+            ExtraPrefixes::Heap(v) => {
+                let before = v.len();
                 v.retain(|k| *k != key);
-                if v.len() <= 2 {
-                    let mut items = [None, None];
-                    for (slot, k) in items.iter_mut().zip(v.iter()) {
-                        *slot = Some(*k);
-                    }
-                    *self = PrefixList::Inline(items);
-                }
+                v.len() != before
             }
-            PrefixList::Set(s) => {
-                s.remove(&key);
-            }
+            ExtraPrefixes::Set(s) => s.remove(&key),
         }
     }
 
     fn is_empty(&self) -> bool {
         match self {
-            PrefixList::Inline(items) => items.iter().all(Option::is_none),
-            PrefixList::Heap(v) => v.is_empty(),
-            PrefixList::Set(s) => s.is_empty(),
+            ExtraPrefixes::Heap(v) => v.is_empty(),
+            ExtraPrefixes::Set(s) => s.is_empty(),
         }
     }
 
-    fn to_vec(&self) -> Vec<PrefixKey> {
+    fn keys(&self) -> Vec<PrefixKey> {
         match self {
-            PrefixList::Inline(items) => items.iter().flatten().copied().collect(),
-            PrefixList::Heap(v) => v.clone(),
-            PrefixList::Set(s) => s.iter().copied().collect(),
+            ExtraPrefixes::Heap(v) => v.clone(),
+            ExtraPrefixes::Set(s) => s.iter().copied().collect(),
         }
     }
 
     fn heap_bytes(&self) -> usize {
         match self {
-            PrefixList::Inline(_) => 0,
-            PrefixList::Heap(v) => v.capacity() * size_of::<PrefixKey>(),
-            PrefixList::Set(s) => {
-                size_of::<HashSet<PrefixKey>>() + s.capacity() * (size_of::<PrefixKey>() + 1)
-            }
+            ExtraPrefixes::Heap(v) => v.capacity() * size_of::<PrefixKey>(),
+            ExtraPrefixes::Set(s) => s.capacity() * (size_of::<PrefixKey>() + 1),
         }
     }
 }
 
-/// Writer-side bookkeeping for one owner record: the prefixes it claims.
-#[derive(Default)]
+/// [`OwnerBook::flags`]: the inline IPv4 host address is claimed.
+const BOOK_V4: u8 = 1;
+/// [`OwnerBook::flags`]: the inline IPv6 host address is claimed.
+const BOOK_V6: u8 = 2;
+/// [`OwnerBook::flags`]: the record has [`ExtraPrefixes`].
+const BOOK_EXTRA: u8 = 4;
+
+/// Writer-side bookkeeping for one owner record: the prefixes it claims (visible or
+/// shadowed). A pod claims one IPv4 and one IPv6 host address, which are stored inline (24
+/// bytes); anything else goes to the writer's `extra` map.
+#[derive(Clone, Copy, Default)]
 struct OwnerBook {
-    claims: PrefixList,
+    v4: u32,
+    v6: [u32; 4],
+    flags: u8,
+}
+
+impl OwnerBook {
+    fn v6(&self) -> u128 {
+        self.v6
+            .iter()
+            .fold(0u128, |acc, w| (acc << 32) | u128::from(*w))
+    }
+
+    fn set_v6(&mut self, addr: u128) {
+        for (i, w) in self.v6.iter_mut().enumerate() {
+            *w = (addr >> (96 - 32 * i)) as u32;
+        }
+    }
+
+    /// Records `key` inline if it fits; returns whether it is recorded inline now.
+    fn insert_inline(&mut self, key: PrefixKey) -> bool {
+        match key {
+            PrefixKey::V4(k) if k.len == 32 => {
+                if self.flags & BOOK_V4 == 0 {
+                    self.v4 = k.addr;
+                    self.flags |= BOOK_V4;
+                    return true;
+                }
+                self.v4 == k.addr
+            }
+            PrefixKey::V6(k) if k.len == 128 => {
+                if self.flags & BOOK_V6 == 0 {
+                    self.set_v6(k.addr);
+                    self.flags |= BOOK_V6;
+                    return true;
+                }
+                self.v6() == k.addr
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops `key` if recorded inline; returns whether it was.
+    fn remove_inline(&mut self, key: PrefixKey) -> bool {
+        match key {
+            PrefixKey::V4(k) if k.len == 32 && self.flags & BOOK_V4 != 0 && self.v4 == k.addr => {
+                self.flags &= !BOOK_V4;
+                true
+            }
+            PrefixKey::V6(k)
+                if k.len == 128 && self.flags & BOOK_V6 != 0 && self.v6() == k.addr =>
+            {
+                self.flags &= !BOOK_V6;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn inline_keys(&self) -> impl Iterator<Item = PrefixKey> {
+        let v4 = (self.flags & BOOK_V4 != 0).then(|| PrefixKey::V4(V4Key::new(self.v4, 32)));
+        let v6 = (self.flags & BOOK_V6 != 0).then(|| PrefixKey::V6(V6Key::new(self.v6(), 128)));
+        v4.into_iter().chain(v6)
+    }
+}
+
+/// Owner books per chunk: the book table grows a chunk at a time instead of doubling (a
+/// million owners would otherwise hold up to twice their books' memory).
+const BOOK_CHUNK: usize = 4096;
+
+/// Every owner record's book, indexed by [`OwnerId`].
+#[derive(Default)]
+struct Books {
+    chunks: Vec<Box<[OwnerBook]>>,
+    len: usize,
+}
+
+impl Books {
+    fn get(&self, id: u32) -> Option<&OwnerBook> {
+        let i = id as usize;
+        if i >= self.len {
+            return None;
+        }
+        self.chunks.get(i / BOOK_CHUNK)?.get(i % BOOK_CHUNK)
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut OwnerBook> {
+        let i = id as usize;
+        if i >= self.len {
+            return None;
+        }
+        self.chunks.get_mut(i / BOOK_CHUNK)?.get_mut(i % BOOK_CHUNK)
+    }
+
+    /// Adds an empty book; returns its number.
+    fn push(&mut self) -> usize {
+        let i = self.len;
+        if i / BOOK_CHUNK == self.chunks.len() {
+            self.chunks
+                .push(vec![OwnerBook::default(); BOOK_CHUNK].into_boxed_slice());
+        }
+        self.len += 1;
+        i
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * size_of::<Box<[OwnerBook]>>()
+            + self.chunks.len() * BOOK_CHUNK * size_of::<OwnerBook>()
+    }
 }
 
 /// All claims on one prefix, indexed by [`Source::index`]; at most one per source.
@@ -844,11 +1150,17 @@ pub struct IpCacheWriter {
     /// Claims hidden behind a higher source's visible claim, by prefix.
     shadowed: HashMap<PrefixKey, ClaimSet>,
     /// Per owner record, indexed by [`OwnerId`].
-    books: Vec<OwnerBook>,
+    books: Books,
+    /// Prefixes of owner records that do not fit their book, by owner number.
+    extra: HashMap<u32, ExtraPrefixes>,
     free_ids: Vec<u32>,
     /// Owner records by uid (hash of the uid → ids; several per uid, one per source).
     by_uid: HashTable<u32>,
     uid_hasher: DefaultHashBuilder,
+    /// Host prefixes of the local endpoints' addresses (see [`set_local`](Self::set_local)).
+    local: HashSet<PrefixKey>,
+    /// How many of them have no visible entry to carry their flag.
+    orphans: usize,
 }
 
 impl Default for IpCacheWriter {
@@ -863,6 +1175,7 @@ impl fmt::Debug for IpCacheWriter {
             .field("entries", &self.next.len())
             .field("shadowed_prefixes", &self.shadowed.len())
             .field("owners", &self.by_uid.len())
+            .field("local_addresses", &self.local.len())
             .finish_non_exhaustive()
     }
 }
@@ -875,10 +1188,13 @@ impl IpCacheWriter {
             v4_counts: [0; 33],
             v6_counts: [0; 129],
             shadowed: HashMap::new(),
-            books: Vec::new(),
+            books: Books::default(),
+            extra: HashMap::new(),
             free_ids: Vec::new(),
             by_uid: HashTable::new(),
             uid_hasher: DefaultHashBuilder::default(),
+            local: HashSet::new(),
+            orphans: 0,
         }
     }
 
@@ -929,21 +1245,56 @@ impl IpCacheWriter {
         self.shadowed.len()
     }
 
-    /// Estimated heap bytes of the next snapshot ([`IpCache::memory_bytes`]) plus the
-    /// writer-only bookkeeping.
+    /// Marks `ip` as the address of a local endpoint, or no longer one. The flag rides in the
+    /// visible entry of its host prefix (`/32`, `/128`), whoever owns it, so that one lookup
+    /// gives both the identity and whether to enforce; it survives the entry being replaced,
+    /// taken over or removed and added again. Published snapshots learn which endpoint table
+    /// the flags describe from the endpoint table's stamp (`EndpointTable::stamp`), which
+    /// `IdentityCache` records in each snapshot it publishes.
+    pub fn set_local(&mut self, ip: IpAddr, local: bool) {
+        let key = PrefixKey::host(ip);
+        let changed = if local {
+            self.local.insert(key)
+        } else {
+            self.local.remove(&key)
+        };
+        if !changed {
+            return;
+        }
+        match self.next.slot(key) {
+            Some(slot) => {
+                self.next.store(key, Some(slot), local);
+            }
+            None if local => self.orphans += 1,
+            None => self.orphans -= 1,
+        }
+        self.next.local_orphans = self.orphans > 0;
+    }
+
+    /// Whether `ip` is marked as a local endpoint's address.
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.local.contains(&PrefixKey::host(ip))
+    }
+
+    /// Number of addresses marked local.
+    pub fn local_count(&self) -> usize {
+        self.local.len()
+    }
+
+    /// Heap bytes of the next snapshot ([`IpCache::memory_bytes`]) plus the writer-only
+    /// bookkeeping.
     pub fn memory_bytes(&self) -> usize {
-        let books = self.books.capacity() * size_of::<OwnerBook>()
-            + self
-                .books
-                .iter()
-                .map(|b| b.claims.heap_bytes())
-                .sum::<usize>();
+        let books = self.books.heap_bytes()
+            + self.extra.capacity() * (size_of::<(u32, ExtraPrefixes)>() + 1)
+            + self.extra.values().map(|e| e.heap_bytes()).sum::<usize>();
         let shadowed = self.shadowed.capacity() * (size_of::<(PrefixKey, ClaimSet)>() + 1);
         let by_uid = self.by_uid.capacity() * (size_of::<u32>() + 1);
+        let local = self.local.capacity() * (size_of::<PrefixKey>() + 1);
         self.next.memory_bytes()
             + books
             + shadowed
             + by_uid
+            + local
             + self.free_ids.capacity() * size_of::<u32>()
     }
 
@@ -966,10 +1317,7 @@ impl IpCacheWriter {
         let new_id = self.intern(owner)?;
 
         let mut claims = self.claim_set(key);
-        let visible = self.next.slot(key).map(|s| Claim {
-            identity: s.identity(),
-            owner: s.owner(),
-        });
+        let visible = self.next.slot(key);
 
         // This owner's previous claim (any source), taken out before the new one goes in.
         let mut previous_own = None;
@@ -1034,12 +1382,8 @@ impl IpCacheWriter {
     /// shadowed one becomes visible in the same update.
     pub fn remove(&mut self, prefix: IpNet, owner_uid: &str) -> RemoveOutcome {
         let key = PrefixKey::of(prefix);
-        let visible = match self.next.slot(key) {
-            Some(s) => Claim {
-                identity: s.identity(),
-                owner: s.owner(),
-            },
-            None => return RemoveOutcome::NotFound,
+        let Some(visible) = self.next.slot(key) else {
+            return RemoveOutcome::NotFound;
         };
         let mut claims = self.claim_set(key);
         let Some(position) = claims
@@ -1087,10 +1431,7 @@ impl IpCacheWriter {
             .collect();
         let mut removed = Vec::new();
         for id in ids {
-            let keys = match self.books.get(id as usize) {
-                Some(book) => book.claims.to_vec(),
-                None => continue,
-            };
+            let keys = self.keys_of(id);
             for key in keys {
                 let mut claims = self.claim_set(key);
                 let mut found = false;
@@ -1126,11 +1467,7 @@ impl IpCacheWriter {
     fn claim_set(&self, key: PrefixKey) -> ClaimSet {
         let mut claims = self.shadowed.get(&key).copied().unwrap_or_default();
         if let Some(slot) = self.next.slot(key) {
-            let owner = slot.owner();
-            claims[self.source_of(owner).index()] = Some(Claim {
-                identity: slot.identity(),
-                owner,
-            });
+            claims[self.source_of(slot.owner).index()] = Some(slot);
         }
         claims
     }
@@ -1147,53 +1484,49 @@ impl IpCacheWriter {
         }
     }
 
-    fn set_visible(&mut self, key: PrefixKey, claim: Option<Claim>) {
-        let slot = claim.map(|c| Slot::new(c.identity, c.owner));
+    fn set_visible(&mut self, key: PrefixKey, slot: Option<Slot>) {
         if slot == self.next.slot(key) {
             // Nothing visible changes: leave the shards shared with published snapshots (a
             // relist that upserts everything again must not copy the whole table).
             return;
         }
-        match key {
+        let local = !self.local.is_empty() && self.local.contains(&key);
+        let existed = self.next.store(key, slot, local);
+        if local {
+            match (existed, slot.is_some()) {
+                (false, true) => self.orphans -= 1,
+                (true, false) => self.orphans += 1,
+                _ => {}
+            }
+            self.next.local_orphans = self.orphans > 0;
+        }
+        let (count, bit, word) = match key {
             PrefixKey::V4(k) => {
-                let len = usize::from(k.len);
-                let existed = match slot {
-                    Some(s) => self.next.v4.insert(k, s).is_some(),
-                    None => self.next.v4.remove(&k).is_some(),
-                };
-                let count = &mut self.v4_counts[len.min(32)];
-                match (existed, slot.is_some()) {
-                    (false, true) => *count += 1,
-                    (true, false) => *count = count.saturating_sub(1),
-                    _ => {}
-                }
-                let bit = 1u64 << len.min(32);
-                if *count > 0 {
-                    self.next.v4_lens |= bit;
-                } else {
-                    self.next.v4_lens &= !bit;
-                }
+                let len = usize::from(k.len).min(32);
+                (
+                    &mut self.v4_counts[len],
+                    1u64 << len,
+                    &mut self.next.v4_lens,
+                )
             }
             PrefixKey::V6(k) => {
                 let len = usize::from(k.len).min(128);
-                let existed = match slot {
-                    Some(s) => self.next.v6.insert(k, s).is_some(),
-                    None => self.next.v6.remove(&k).is_some(),
-                };
-                let count = &mut self.v6_counts[len];
-                match (existed, slot.is_some()) {
-                    (false, true) => *count += 1,
-                    (true, false) => *count = count.saturating_sub(1),
-                    _ => {}
-                }
-                let bit = 1u64 << (len % 64);
-                let word = &mut self.next.v6_lens[len / 64];
-                if *count > 0 {
-                    *word |= bit;
-                } else {
-                    *word &= !bit;
-                }
+                (
+                    &mut self.v6_counts[len],
+                    1u64 << (len % 64),
+                    &mut self.next.v6_lens[len / 64],
+                )
             }
+        };
+        match (existed, slot.is_some()) {
+            (false, true) => *count += 1,
+            (true, false) => *count = count.saturating_sub(1),
+            _ => {}
+        }
+        if *count > 0 {
+            *word |= bit;
+        } else {
+            *word &= !bit;
         }
     }
 
@@ -1221,15 +1554,17 @@ impl IpCacheWriter {
         let id = match self.free_ids.pop() {
             Some(id) => id,
             None => {
-                let id =
-                    u32::try_from(self.books.len()).map_err(|_| IpCacheError::TooManyOwners {
-                        max: u64::from(u32::MAX),
+                let id = u32::try_from(self.books.len())
+                    .ok()
+                    .filter(|id| *id <= MAX_OWNER_ID)
+                    .ok_or(IpCacheError::TooManyOwners {
+                        max: u64::from(MAX_OWNER_ID) + 1,
                     })?;
-                self.books.push(OwnerBook::default());
+                self.books.push();
                 id
             }
         };
-        if let Some(book) = self.books.get_mut(id as usize) {
+        if let Some(book) = self.books.get_mut(id) {
             *book = OwnerBook::default();
         }
         self.next.owners.put(OwnerId(id), owner);
@@ -1240,19 +1575,50 @@ impl IpCacheWriter {
         Ok(OwnerId(id))
     }
 
-    fn add_ref(&mut self, id: OwnerId, key: PrefixKey) {
-        if let Some(book) = self.books.get_mut(id.0 as usize) {
-            book.claims.insert(key);
+    /// Every prefix the record `id` claims.
+    fn keys_of(&self, id: u32) -> Vec<PrefixKey> {
+        let Some(book) = self.books.get(id) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<PrefixKey> = book.inline_keys().collect();
+        if book.flags & BOOK_EXTRA != 0
+            && let Some(extra) = self.extra.get(&id)
+        {
+            keys.extend(extra.keys());
         }
+        keys
+    }
+
+    fn add_ref(&mut self, id: OwnerId, key: PrefixKey) {
+        let Some(book) = self.books.get_mut(id.0) else {
+            return;
+        };
+        if book.insert_inline(key) {
+            return;
+        }
+        book.flags |= BOOK_EXTRA;
+        self.extra
+            .entry(id.0)
+            .or_insert_with(|| ExtraPrefixes::Heap(Vec::new()))
+            .insert(key);
     }
 
     /// Drops `id`'s claim on `key` from its book and frees the record when it has no claims.
     fn drop_ref(&mut self, id: OwnerId, key: PrefixKey) {
-        let Some(book) = self.books.get_mut(id.0 as usize) else {
+        let Some(book) = self.books.get_mut(id.0) else {
             return;
         };
-        book.claims.remove(key);
-        if !book.claims.is_empty() || self.next.owners.get(id).is_none() {
+        if !book.remove_inline(key)
+            && book.flags & BOOK_EXTRA != 0
+            && let Some(extra) = self.extra.get_mut(&id.0)
+        {
+            extra.remove(key);
+            if extra.is_empty() {
+                self.extra.remove(&id.0);
+                book.flags &= !BOOK_EXTRA;
+            }
+        }
+        if book.flags != 0 || self.next.owners.get(id).is_none() {
             return;
         }
         *book = OwnerBook::default();
@@ -1646,6 +2012,89 @@ mod tests {
     }
 
     #[test]
+    fn the_local_flag_follows_the_address_through_every_change_of_its_entry() {
+        let mut w = IpCacheWriter::new();
+        let a = ip("10.0.0.5");
+        let (v6, cover) = (ip("fd00::5"), net("10.0.0.0/24"));
+        let stamp = 7;
+        let resolve = |c: &IpCache, addr| c.clone().with_local_stamp(stamp).resolve(addr, stamp);
+
+        // Marked before any entry exists: an orphan, so misses cannot say "not local".
+        w.set_local(a, true);
+        assert_eq!(resolve(w.cache(), a).local, None);
+        assert_eq!(resolve(w.cache(), ip("10.9.9.9")).local, None);
+        w.upsert(net("10.0.0.5/32"), Identity(300), pod("p"))
+            .unwrap();
+        w.upsert(cover, Identity(301), pod("cover")).unwrap();
+        assert_eq!(w.cache().local_flag(a), Some(true));
+        assert_eq!(
+            resolve(w.cache(), a),
+            Resolved {
+                identity: Some(Identity(300)),
+                local: Some(true)
+            }
+        );
+        // A shorter prefix's hit and a miss say "not local" once no local address is orphaned.
+        assert_eq!(resolve(w.cache(), ip("10.0.0.6")).local, Some(false));
+        assert_eq!(resolve(w.cache(), ip("8.8.8.8")).local, Some(false));
+        // Another stamp: the flags say nothing.
+        assert_eq!(
+            w.cache()
+                .clone()
+                .with_local_stamp(stamp)
+                .resolve(a, 8)
+                .local,
+            None
+        );
+
+        // Replaced in place, taken over by another owner, revealed again: the flag stays.
+        let before = w.snapshot();
+        w.upsert(net("10.0.0.5/32"), Identity(302), pod("p"))
+            .unwrap();
+        w.upsert(net("10.0.0.5/32"), Identity(303), pod("q"))
+            .unwrap();
+        assert_eq!(w.cache().local_flag(a), Some(true));
+        w.remove(net("10.0.0.5/32"), "q");
+        // Gone: an orphan again, and the covering prefix's hit cannot say "not local".
+        assert_eq!(w.cache().local_flag(a), None);
+        assert_eq!(
+            resolve(w.cache(), a),
+            Resolved {
+                identity: Some(Identity(301)),
+                local: None
+            }
+        );
+        w.upsert(net("10.0.0.5/32"), Identity(304), pod("r"))
+            .unwrap();
+        assert_eq!(resolve(w.cache(), a).local, Some(true));
+
+        // Cleared: the entry stays, without the flag; the old snapshot keeps its view.
+        w.set_local(a, false);
+        assert_eq!(w.cache().local_flag(a), Some(false));
+        assert_eq!(resolve(w.cache(), a).local, Some(false));
+        assert_eq!(before.local_flag(a), Some(true));
+        assert_eq!(w.cache().lookup(a).unwrap().identity, Identity(304));
+
+        // IPv6, and an owner record that carries the flag bit never leaks it.
+        w.set_local(v6, true);
+        w.upsert(net("fd00::5/128"), Identity(305), pod("r"))
+            .unwrap();
+        let hit = w.cache().lookup(v6).unwrap();
+        assert_eq!(w.cache().owner(hit.owner).unwrap().uid, "r");
+        assert_eq!(resolve(w.cache(), v6).local, Some(true));
+        assert_eq!(w.local_count(), 1);
+        w.remove_owner("r");
+        assert_eq!(
+            resolve(w.cache(), v6).local,
+            None,
+            "orphaned by the removal"
+        );
+        w.set_local(v6, false);
+        assert_eq!(resolve(w.cache(), ip("fd00::6")).local, Some(false));
+        assert_eq!(w.local_count(), 0);
+    }
+
+    #[test]
     fn a_million_entries_with_one_owner_per_two_fit_in_100_mb() {
         let mut w = IpCacheWriter::new();
         for i in 0..500_000u32 {
@@ -1669,7 +2118,7 @@ mod tests {
         let total = w.memory_bytes();
         assert!(snapshot < 100_000_000, "snapshot holds {snapshot} bytes");
         assert!(
-            total < 150_000_000,
+            total < 100_000_000,
             "writer and snapshot hold {total} bytes"
         );
         let hit = w.cache().lookup(ip("10.7.161.31")).unwrap();

@@ -6,6 +6,7 @@
 
 pub mod compiler;
 pub mod conformance;
+mod cow_flat;
 pub mod cow_map;
 pub mod endpoint;
 pub mod identity;

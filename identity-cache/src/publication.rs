@@ -29,7 +29,7 @@
 use std::fmt;
 use std::hint::spin_loop;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -98,11 +98,19 @@ pub enum BarrierError {
 const ENTERING: u64 = 0;
 /// A reader holds no snapshot.
 const PARKED: u64 = u64::MAX;
+/// Batches after picking up a new generation in which a reader yields its CPU while a barrier
+/// waits: one lets a reader queued behind it run; a few cover several queued readers.
+const HELP_YIELDS: u8 = 4;
 /// Barrier polls that spin before yielding.
 const SPINS: u32 = 128;
-/// Barrier polls that yield before sleeping briefly (the slow path, for stalled readers).
-const YIELDS: u32 = 4096;
-/// The sleep between barrier polls on the slow path.
+/// Barrier polls that yield before sleeping.
+const YIELDS: u32 = 32;
+/// The sleep between barrier polls after that: short, because a lagging reader is usually a
+/// runnable thread waiting for a CPU, and a sleeping barrier frees one.
+const SLEEP_POLL: Duration = Duration::from_micros(20);
+/// Barrier polls after which a reader is taken to be stalled, and polled more slowly.
+const SLOW_AFTER: u32 = 4096;
+/// The sleep between barrier polls on the slow path (stalled readers).
 const SLOW_POLL: Duration = Duration::from_micros(50);
 
 struct ReaderSlot {
@@ -117,6 +125,24 @@ struct Shared<T> {
     /// Serialises publishers so generations and snapshots go out in the same order.
     publish_lock: Mutex<()>,
     readers: Mutex<Vec<Arc<ReaderSlot>>>,
+    /// Barriers waiting now (see [`Reader::begin_batch`]).
+    waiting: AtomicU32,
+}
+
+/// Counts a barrier as waiting while it lives.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
@@ -151,6 +177,7 @@ impl<T> Publisher<T> {
                 latest: AtomicU64::new(1),
                 publish_lock: Mutex::new(()),
                 readers: Mutex::new(Vec::new()),
+                waiting: AtomicU32::new(0),
             }),
         }
     }
@@ -200,6 +227,7 @@ impl<T> Publisher<T> {
             slot,
             cache: None,
             recorded: ENTERING,
+            help_left: 0,
         }
     }
 
@@ -219,8 +247,16 @@ impl<T> Publisher<T> {
     }
 
     /// Waits until every registered reader is past `generation` (uses a snapshot of that
-    /// generation or later, or is parked), at most `timeout`. Spins briefly, then yields, and
-    /// only polls with short sleeps once a reader has been behind for thousands of polls.
+    /// generation or later, or is parked), at most `timeout`.
+    ///
+    /// Spins briefly (a running reader moves on within one batch), yields a few times, then
+    /// polls with short sleeps, and with longer ones once a reader has been behind for
+    /// thousands of polls (a stalled worker). A reader that is behind while not running is a
+    /// thread waiting for a CPU (more busy threads than CPUs): sleeping frees this thread's
+    /// CPU for it, and a reader that picks up the new generation while a barrier waits yields
+    /// a few times to let readers queued behind it on its CPU run (see
+    /// [`Reader::begin_batch`]).
+    /// Without both, such a barrier waited for the scheduler's next tick, 4 ms here.
     pub fn wait_for_readers(
         &self,
         generation: Generation,
@@ -238,6 +274,7 @@ impl<T> Publisher<T> {
         // Readers registered after this point load the pointer after the publish (the mutex
         // orders them), so they cannot hold an older snapshot and need no waiting for.
         let mut pending: Vec<Arc<ReaderSlot>> = lock(&self.shared.readers).clone();
+        let _waiting = Waiting::new(&self.shared.waiting);
         let start = Instant::now();
         let mut polls: u32 = 0;
         loop {
@@ -256,6 +293,8 @@ impl<T> Publisher<T> {
                 spin_loop();
             } else if polls < SPINS + YIELDS {
                 thread::yield_now();
+            } else if polls < SLOW_AFTER {
+                thread::sleep(SLEEP_POLL);
             } else {
                 thread::sleep(SLOW_POLL);
             }
@@ -275,6 +314,9 @@ pub struct Reader<T> {
     cache: Option<SnapshotCache<T>>,
     /// What was last stored in `slot.state`.
     recorded: u64,
+    /// Batches left in which this reader yields its CPU to help a waiting barrier (see
+    /// [`begin_batch`](Self::begin_batch)).
+    help_left: u8,
 }
 
 impl<T> fmt::Debug for Reader<T> {
@@ -288,8 +330,14 @@ impl<T> fmt::Debug for Reader<T> {
 
 impl<T> Reader<T> {
     /// The snapshot to decide the next batch against; it stays the same until the next call
-    /// (or [`park`](Self::park)). When nothing was published since the last batch this is one
-    /// relaxed load and a compare.
+    /// (or [`park`](Self::park)). When nothing was published since the last batch this is a
+    /// relaxed load and a compare, plus a relaxed load of the (rarely written) count of waiting
+    /// barriers.
+    ///
+    /// In its batches after picking up a new generation, while a barrier is waiting, it yields
+    /// the CPU (`sched_yield`) before returning, at most four times per generation:
+    /// with more busy threads than CPUs, the reader the barrier waits for may be queued behind
+    /// this one, and would otherwise wait for the end of this thread's time slice.
     pub fn begin_batch(&mut self) -> &Arc<Snapshot<T>> {
         if self.recorded == PARKED {
             // Leaving the parked state. A concurrent publish + barrier does, in this order:
@@ -318,6 +366,16 @@ impl<T> Reader<T> {
             // Recorded only after loading: the state never claims a snapshot we do not hold.
             self.slot.state.store(generation, Ordering::SeqCst);
             self.recorded = generation;
+            self.help_left = HELP_YIELDS;
+        }
+        if self.help_left > 0 && shared.waiting.load(Ordering::Relaxed) != 0 {
+            // A barrier waits (it may start a little after the publish), maybe for a reader
+            // that is runnable but queued behind this one on the same CPU (more busy threads
+            // than CPUs): let it run now rather than at the end of our time slice. At most
+            // `HELP_YIELDS` times per publish, also when a barrier waits long for a stalled
+            // reader.
+            self.help_left -= 1;
+            thread::yield_now();
         }
         snapshot
     }

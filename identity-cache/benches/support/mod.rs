@@ -908,13 +908,17 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Time this thread has spent on a CPU (`/proc/thread-self/schedstat`, nanosecond
-/// resolution), if readable: unlike wall time, it leaves out time spent waiting for a CPU
-/// that other processes hold.
+/// Time this thread has spent on a CPU (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`, which the
+/// kernel brings up to date when asked), if available: unlike wall time, it leaves out time
+/// spent waiting for a CPU that other processes hold.
 pub(crate) fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// The resident set size of this process in bytes (from `/proc/self/statm`), if readable.
@@ -922,4 +926,13 @@ pub(crate) fn rss_bytes() -> Option<usize> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`: resident and peak resident size of
+/// the whole process) in bytes, if readable.
+pub(crate) fn status_bytes(field: &str) -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
