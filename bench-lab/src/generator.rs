@@ -349,6 +349,12 @@ impl LabPrograms {
     pub fn load(topology: &Topology) -> Result<Self> {
         let mut ebpf = Ebpf::load(LAB_OBJECT).map_err(|e| bpf("loading lab.o")(&e))?;
         for name in ["lab_gen", "lab_sink"] {
+        Self::load_for(&topology.sink)
+    }
+
+    /// Loads a generator and sink of their own (own maps: counters per pair) and attaches the
+    /// sink (native mode) in `sink`'s pod.
+    pub fn load_for(sink: &Pod) -> Result<Self> {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| LabError::Bpf(format!("{name} missing from lab.o")))?
@@ -356,7 +362,6 @@ impl LabPrograms {
                 .map_err(|e| bpf(name)(&e))?;
             p.load().map_err(|e| bpf(name)(&e))?;
         }
-        let sink = &topology.sink;
         let p: &mut Xdp = ebpf
             .program_mut("lab_sink")
             .ok_or_else(|| LabError::Bpf("lab_sink missing".into()))?
@@ -573,15 +578,20 @@ impl Drop for Generator {
 
 /// The frame generator pod 0 sends for `spec`, addressed to the node's MAC.
 pub fn frame_for(topology: &Topology, spec: &TrafficSpec) -> Vec<u8> {
-    let pod = &topology.gens[0];
+    frame_between(&topology.gens[0], &topology.sink, spec)
+}
+
+/// The frame generator pod `pod` sends to sink pod `sink` for `spec`, addressed to the node's
+/// MAC (a pair of `bench-lab scale`).
+pub fn frame_between(pod: &Pod, sink: &Pod, spec: &TrafficSpec) -> Vec<u8> {
     let src = pod.v4[0];
     let (s, d): (IpAddr, IpAddr) = if spec.ipv6 {
         (
             crate::topology::v6_of(src).into(),
-            crate::topology::v6_of(topology.sink.v4[0]).into(),
+            crate::topology::v6_of(sink.v4[0]).into(),
         )
     } else {
-        (src.into(), topology.sink.v4[0].into())
+        (src.into(), sink.v4[0].into())
     };
     build_frame(
         pod.host_mac,

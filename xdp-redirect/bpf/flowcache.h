@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Per-flow verdict cache of the in-kernel path (steer.c rule 11).
  *
- * A per-CPU direct-mapped array, `flow_cache`: the slot of a packet is a hash of its flow key
- * (receiving ifindex, family, protocol, addresses, ports / ICMP type and identifier field; the
- * first 48 bytes of struct sl_pkt), SL_FLOW_CACHE_SLOTS slots per CPU; the entry holds the
- * full key (a hit compares all of it), the
+ * A per-CPU two-way set-associative array, `flow_cache`: the set of a packet is a hash of its
+ * flow key (receiving ifindex, family, protocol, addresses, ports / ICMP type and identifier
+ * field; the first 48 bytes of struct sl_pkt); set s is entries 2s and 2s + 1. The loader
+ * sizes it from the number of possible CPUs (`sl_flow_set_bits` and flow_cache's max_entries;
+ * `flow_cache_set_bits` in xdp-redirect's loader.rs); the entry holds the full key (a hit
+ * compares all of it), the
  * config generation it was decided under, when it was decided (bpf_jiffies64), and the outcome
  * of rules 8a-8e: allowed (counter slot CNT_KERNEL_REDIRECT / CNT_KERNEL_PASS / CNT_CT_REPLY,
  * redirect target and the two MACs of the rewrite) or denied (drop reason), with what the
  * verdict event needs (identities, rule, direction). A flow whose slot another flow took is
- * simply decided again (and takes the slot back).
+ * simply decided again and takes a way back: the store keeps the flow's own way, else an empty
+ * or outdated one, else replaces the older of the two decisions.
  *
  * A hit needs, besides the key:
  *   - entry generation == config.generation. The loader bumps the generation (config written
@@ -67,9 +70,13 @@
 #include "events.h"
 #include "conntrack.h"
 
-/* Slots per CPU (a power of two): the map takes 4096 * 120 bytes = 480 KiB per possible CPU. */
-#define SL_FLOW_CACHE_BITS 12
-#define SL_FLOW_CACHE_SLOTS (1 << SL_FLOW_CACHE_BITS)
+/* Sets per CPU are 1 << sl_flow_set_bits, two entries (ways) each. As compiled (loaded by
+ * bpftool, say) 2048 sets, 4096 entries: 480 KiB per possible CPU. */
+#define SL_FLOW_DEFAULT_SET_BITS 11
+#define SL_FLOW_CACHE_SLOTS (2 << SL_FLOW_DEFAULT_SET_BITS)
+/* Set by the loader before the program is loaded (read-only afterwards, so the verifier sees
+ * a constant); flow_cache's max_entries is 2 << sl_flow_set_bits. */
+volatile const __u32 sl_flow_set_bits = SL_FLOW_DEFAULT_SET_BITS;
 /* Entries at least this old (jiffies) are decided again by the full path. */
 #define SL_FLOW_REVALIDATE_JIFFIES 100
 
@@ -118,15 +125,34 @@ struct {
 	__uint(max_entries, SL_FLOW_CACHE_SLOTS);
 } flow_cache SEC(".maps");
 
-/* Slot of a flow key: multiply-shift over its six words (independent multiplies, summed; the
+/* Set of a flow key: multiply-shift over its six words (independent multiplies, summed; the
  * top bits are the well-mixed ones). The Python test computes it too. */
-static __always_inline __u32 sl_flow_index(const __u64 *w)
+static __always_inline __u32 sl_flow_set(const __u64 *w)
 {
 	__u64 h = w[0] * 0x9E3779B97F4A7C15ULL + w[1] * 0xC2B2AE3D27D4EB4FULL +
 		  w[2] * 0x165667B19E3779F9ULL + w[3] * 0xD6E8FEB86659FD93ULL +
 		  w[4] * 0xFF51AFD7ED558CCDULL + w[5] * 0xC4CEB9FE1A85EC53ULL;
 
-	return (__u32)(h >> (64 - SL_FLOW_CACHE_BITS));
+	return (__u32)(h >> (64 - (sl_flow_set_bits & 31)));
+}
+
+/* Whether entry e holds flow key k. */
+static __always_inline int sl_flow_holds(const struct sl_flow_entry *e, const __u64 *k)
+{
+	return !((e->key[0] ^ k[0]) | (e->key[1] ^ k[1]) | (e->key[2] ^ k[2]) | (e->key[3] ^ k[3]) |
+		 (e->key[4] ^ k[4]) | (e->key[5] ^ k[5]));
+}
+
+/* Entry `index` if it holds a verdict for key k under `generation`, else NULL. */
+static __always_inline struct sl_flow_entry *sl_flow_way(__u32 index, const __u64 *k,
+							 __u64 generation)
+{
+	struct sl_flow_entry *e = bpf_map_lookup_elem(&flow_cache, &index);
+
+	if (!e || !(e->valid & SL_FLOW_F_VALID) || e->v.generation != generation ||
+	    !sl_flow_holds(e, k))
+		return NULL;
+	return e;
 }
 
 /* The cached verdict of this packet's flow (p->ifindex set), or NULL: decide on the full path. */
@@ -134,15 +160,12 @@ static __always_inline struct sl_flow_entry *sl_flow_lookup(const struct sl_pkt 
 							    __u64 generation)
 {
 	const __u64 *k = (const __u64 *)p;
-	__u32 index = sl_flow_index(k);
-	struct sl_flow_entry *e = bpf_map_lookup_elem(&flow_cache, &index);
+	__u32 first = sl_flow_set(k) << 1;
+	struct sl_flow_entry *e = sl_flow_way(first, k, generation);
 
-	if (!e || !(e->valid & SL_FLOW_F_VALID) || e->v.generation != generation)
-		return NULL;
-	if ((e->key[0] ^ k[0]) | (e->key[1] ^ k[1]) | (e->key[2] ^ k[2]) | (e->key[3] ^ k[3]) |
-	    (e->key[4] ^ k[4]) | (e->key[5] ^ k[5]))
-		return NULL;
-	if (bpf_jiffies64() - e->decided >= SL_FLOW_REVALIDATE_JIFFIES)
+	if (!e)
+		e = sl_flow_way(first | 1, k, generation);
+	if (!e || bpf_jiffies64() - e->decided >= SL_FLOW_REVALIDATE_JIFFIES)
 		return NULL;
 	return e;
 }
@@ -158,18 +181,40 @@ static __always_inline void sl_flow_event_info(const struct sl_flow_verdict *v,
 	ev->reason = v->reason;
 }
 
-/* Stores the full path's verdict for this packet's flow. A global function: verified once,
- * not on every path of the program that reaches it. Returns 0. */
+/* Whether a way can be taken without evicting a live verdict. */
+static __always_inline int sl_flow_way_free(const struct sl_flow_entry *e, __u64 generation)
+{
+	return !(e->valid & SL_FLOW_F_VALID) || e->v.generation != generation;
+}
+
+/* Stores the full path's verdict for this packet's flow: in the way that holds the flow, else
+ * a free way (empty, or decided under an older generation), else in place of the older of the
+ * two decisions. A global function: verified once, not on every path of the program that
+ * reaches it. Returns 0. */
 __noinline int sl_flow_store(const struct sl_pkt *p, const struct sl_flow_verdict *v)
 {
 	if (!p || !v)
 		return 0;
 	const __u64 *k = (const __u64 *)p;
-	__u32 index = sl_flow_index(k);
-	struct sl_flow_entry *e = bpf_map_lookup_elem(&flow_cache, &index);
+	__u32 first = sl_flow_set(k) << 1;
+	__u32 second = first | 1;
+	struct sl_flow_entry *a = bpf_map_lookup_elem(&flow_cache, &first);
+	struct sl_flow_entry *b = bpf_map_lookup_elem(&flow_cache, &second);
 
-	if (!e)
+	if (!a || !b)
 		return 0;
+	struct sl_flow_entry *e = a;
+
+	if (sl_flow_holds(a, k))
+		e = a;
+	else if (sl_flow_holds(b, k))
+		e = b;
+	else if (sl_flow_way_free(a, v->generation))
+		e = a;
+	else if (sl_flow_way_free(b, v->generation))
+		e = b;
+	else if (b->decided < a->decided)
+		e = b;
 	e->valid = 0;
 	__asm__ __volatile__("" ::: "memory");
 	for (int i = 0; i < SL_FLOW_KEY_WORDS; i++)

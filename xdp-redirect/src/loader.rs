@@ -127,7 +127,8 @@ impl fmt::Display for AttachMode {
     }
 }
 
-/// Settings the program reads from its config map.
+/// Settings of the loaded program: what it reads from its config map, and the size of its flow
+/// cache (fixed when the program is loaded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatapathSettings {
     /// With no socket bound for a queue, pass packets without policy instead of enforcing in
@@ -143,6 +144,26 @@ pub struct DatapathSettings {
     pub events_for_allowed: bool,
     /// Verdict events per second per CPU (0: none).
     pub events_per_sec: u32,
+    /// Kernel memory for the in-kernel path's per-CPU flow cache, all CPUs together; the
+    /// loader turns it into sets per CPU with [`flow_cache_set_bits`].
+    pub flow_cache_bytes: usize,
+}
+
+/// Bytes of one flow-cache entry (`struct sl_flow_entry` in `bpf/flowcache.h`).
+pub const FLOW_CACHE_ENTRY_BYTES: usize = 120;
+/// Fewest sets per CPU (2 ways each): the cache as compiled, 4,096 entries.
+pub const FLOW_CACHE_MIN_SET_BITS: u32 = 11;
+/// Most sets per CPU: 65,536 entries (7.5 MiB per CPU).
+pub const FLOW_CACHE_MAX_SET_BITS: u32 = 15;
+
+/// Sets per CPU (as a power of two) of a flow cache of `budget_bytes` over `possible_cpus`
+/// CPUs: the largest that fits, within [`FLOW_CACHE_MIN_SET_BITS`] and
+/// [`FLOW_CACHE_MAX_SET_BITS`]. The default 32 MiB gives 32,768 sets on 2 CPUs, 8,192 on 16
+/// and the minimum of 2,048 from 64 CPUs up.
+pub fn flow_cache_set_bits(budget_bytes: usize, possible_cpus: usize) -> u32 {
+    let sets = budget_bytes / (FLOW_CACHE_ENTRY_BYTES * 2 * possible_cpus.max(1));
+    let bits = if sets == 0 { 0 } else { sets.ilog2() };
+    bits.clamp(FLOW_CACHE_MIN_SET_BITS, FLOW_CACHE_MAX_SET_BITS)
 }
 
 impl Default for DatapathSettings {
@@ -153,6 +174,7 @@ impl Default for DatapathSettings {
             cidr_selects_pods: false,
             events_for_allowed: false,
             events_per_sec: 1000,
+            flow_cache_bytes: 32 << 20,
         }
     }
 }
@@ -295,8 +317,15 @@ impl Dataplane {
             path: pin_dir.to_owned(),
             source,
         })?;
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| LoaderError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let set_bits = flow_cache_set_bits(settings.flow_cache_bytes, cpus);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
+            .override_global("sl_flow_set_bits", &set_bits, true)
+            .map_max_entries("flow_cache", 2 << set_bits)
             .load(crate::STEER_OBJECT)?;
         for name in MAP_NAMES {
             if ebpf.map(name).is_none() {
@@ -978,5 +1007,31 @@ impl EventStream {
     /// The ring's file descriptor, for `poll`/`epoll` readiness.
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.ring.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_cache_sets_follow_the_budget_and_the_cpu_count() {
+        let budget = DatapathSettings::default().flow_cache_bytes;
+        assert_eq!(flow_cache_set_bits(budget, 2), 15);
+        assert_eq!(flow_cache_set_bits(budget, 16), 13);
+        // Many CPUs or a tiny budget: never below the compiled size.
+        assert_eq!(flow_cache_set_bits(budget, 256), FLOW_CACHE_MIN_SET_BITS);
+        assert_eq!(flow_cache_set_bits(0, 1), FLOW_CACHE_MIN_SET_BITS);
+        // A huge budget: capped.
+        assert_eq!(flow_cache_set_bits(1 << 40, 1), FLOW_CACHE_MAX_SET_BITS);
+        // The total never exceeds the budget when it is above the minimum.
+        for cpus in [1, 2, 4, 8, 16, 32] {
+            let bits = flow_cache_set_bits(budget, cpus);
+            let total = (2usize << bits) * FLOW_CACHE_ENTRY_BYTES * cpus;
+            assert!(
+                bits == FLOW_CACHE_MIN_SET_BITS || total <= budget,
+                "{cpus} CPUs: {total}"
+            );
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! sluice's two datapaths: `sluice-kernel` (the in-kernel XDP path, endpoints in kernel mode)
 //! and `sluice-afxdp` (the AF_XDP fast path: one worker on the node core at `SCHED_FIFO` 1,
-//! serving both node veths, their threaded NAPI on the same core).
+//! serving both node veths, their threaded NAPI on the same core; or, for `bench-lab scale`,
+//! one such worker per generator → sink pair, see [`SluiceAfxdp::serve_pairs`]).
 //!
-//! The state ([`SluiceState`]): the generator and sink pods as local endpoints (the generator
-//! with all of its pod's addresses and their IPv6 twins), `remote_pods` remote pods
-//! (`10.128.1.0` onwards, in the same `/15` as the endpoints), one policy per identity of
+//! The state ([`SluiceState`]): the generator and sink pods of every pair as local endpoints
+//! (a generator with all of its pod's addresses and their IPv6 twins), `remote_pods` remote
+//! pods (`10.128.1.0` onwards, or after the last generator's block when there are more than
+//! seven, in the same `/15` as the endpoints), one policy per identity of
 //! [`SluicePlan`] (N/10 identities carry policy), and the rule that lets the generator reach the
 //! sink on UDP 9. The remote pods are spread round robin over max(N/10, [`MIN_REMOTE_GROUPS`])
 //! label sets: the first N/10 are the policy's groups, the rest are identities no policy
@@ -134,15 +136,25 @@ impl SluiceState {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             LabError::system("sluice", format!("{what}: {e}"))
         };
-        for (uid, app, pod) in [
-            ("gen", "gen", &topology.gens[0]),
-            ("sink", "sink", &topology.sink),
-        ] {
+        let mut locals = Vec::new();
+        for i in 0..topology.pairs() {
+            let (generator, sink) = topology
+                .pair(i)
+                .ok_or_else(|| LabError::system("sluice", format!("pair {i} missing")))?;
+            let suffix = if i == 0 {
+                String::new()
+            } else {
+                format!("-{i}")
+            };
+            locals.push((format!("gen{suffix}"), "gen", generator));
+            locals.push((format!("sink{suffix}"), "sink", sink));
+        }
+        for (uid, app, pod) in locals {
             let mut ips: Vec<IpAddr> = pod.v4.iter().map(|a| IpAddr::V4(*a)).collect();
             ips.extend(pod.v4.iter().map(|a| IpAddr::V6(v6_of(*a))));
             cache
                 .upsert_workload(workload(
-                    uid.into(),
+                    uid.clone(),
                     app,
                     ips,
                     Source::Local,
@@ -151,18 +163,33 @@ impl SluiceState {
                         mac: pod.mac,
                     }),
                 ))
-                .map_err(|e| err(uid, &e))?;
+                .map_err(|e| err(&uid, &e))?;
         }
         cache.upsert_policy(policy(&rules::sink_policy(LAB_PORT))?);
         for g in 0..plan.groups {
             cache.upsert_policy(policy(&plan.group_policy(g))?);
         }
         let label_sets = plan.groups.max(MIN_REMOTE_GROUPS);
+        // Remote pods start after the generators' blocks (more than seven generators reach
+        // into 10.128.1.0), on a /24 boundary, and must stay inside the /15.
+        let gens_end = u32::from(crate::topology::gen_base(topology.gens.len()));
+        let remote_base = u32::from(REMOTE_BASE).max(gens_end.div_ceil(256) * 256);
+        let block_end = u32::from(REMOTE_BASE) - 256 + 131_072;
+        if remote_base as u64 + self.remote_pods as u64 > block_end as u64 {
+            return Err(LabError::Invalid {
+                what: "remote pods",
+                reason: format!(
+                    "{} do not fit in 10.128.0.0/15 after {} generator pods",
+                    self.remote_pods,
+                    topology.gens.len()
+                ),
+            });
+        }
         for i in 0..self.remote_pods {
             if i % 4096 == 0 {
                 netns::check_interrupted()?;
             }
-            let ip = Ipv4Addr::from(u32::from(REMOTE_BASE) + i as u32);
+            let ip = Ipv4Addr::from(remote_base + i as u32);
             cache
                 .upsert_workload(workload(
                     format!("remote-{i}"),
@@ -271,9 +298,7 @@ impl Common {
         }
         let facts = Facts {
             macs: topology
-                .gens
-                .iter()
-                .chain(std::iter::once(&topology.sink))
+                .pods()
                 .map(|p| (p.host_ifindex, p.host_mac))
                 .collect(),
             kernel_mode: self.kernel_mode,
@@ -413,11 +438,22 @@ impl System for SluiceKernel {
     }
 }
 
-/// sluice's AF_XDP fast path: one worker pinned to the node core.
+/// Where the workers of a multi-pair run go: worker `i` serves pair `i` only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairWorkers {
+    /// Worker `i`'s core (one worker per entry).
+    pub cores: Vec<usize>,
+    /// Whether each worker pins its pair's NAPI kthreads to its own core (`false`: the lab
+    /// places them elsewhere).
+    pub napi_on_worker_core: bool,
+}
+
+/// sluice's AF_XDP fast path: one worker pinned to the node core (or one per pair).
 pub struct SluiceAfxdp {
     common: Common,
     umem: UmemMode,
     node_cpu: usize,
+    pairs: Option<PairWorkers>,
     fast: Option<FastPath>,
     sockets_at_start: u64,
     worker_at_start: fastpath::stats::Counters,
@@ -447,10 +483,63 @@ impl SluiceAfxdp {
             },
             umem,
             node_cpu,
+            pairs: None,
             fast: None,
             sockets_at_start: 0,
             worker_at_start: fastpath::stats::Counters::default(),
         }
+    }
+
+    /// From the next setup on: one worker per pair as `layout` says (`None`: back to one
+    /// worker on the node core serving every node veth).
+    pub fn serve_pairs(&mut self, layout: Option<PairWorkers>) {
+        self.pairs = layout;
+    }
+
+    /// The worker configurations for `topology`.
+    fn worker_configs(&self, topology: &Topology) -> Result<Vec<WorkerConfig>> {
+        let ports_of = |pods: &[&crate::topology::Pod]| {
+            let mut ports = Vec::new();
+            for pod in pods {
+                for queue in 0..topology.config.queues {
+                    ports.push(PortSpec {
+                        ifname: pod.host_dev.clone(),
+                        ifindex: pod.host_ifindex,
+                        queue,
+                    });
+                }
+            }
+            ports
+        };
+        let Some(layout) = &self.pairs else {
+            let pods: Vec<_> = topology.pods().collect();
+            let mut config = WorkerConfig::new(0, ports_of(&pods));
+            config.core = Some(self.node_cpu);
+            config.umem = self.umem;
+            return Ok(vec![config]);
+        };
+        if layout.cores.is_empty() || layout.cores.len() > topology.pairs() {
+            return Err(LabError::system(
+                self.common.tag,
+                format!(
+                    "{} workers for a topology of {} pairs",
+                    layout.cores.len(),
+                    topology.pairs()
+                ),
+            ));
+        }
+        let mut configs = Vec::with_capacity(layout.cores.len());
+        for (i, &core) in layout.cores.iter().enumerate() {
+            let (generator, sink) = topology
+                .pair(i)
+                .ok_or_else(|| LabError::system(self.common.tag, format!("pair {i} missing")))?;
+            let mut config = WorkerConfig::new(i, ports_of(&[generator, sink]));
+            config.core = Some(core);
+            config.umem = self.umem;
+            config.scheduling.place_napi = layout.napi_on_worker_core;
+            configs.push(config);
+        }
+        Ok(configs)
     }
 
     fn socket_lost(&self) -> u64 {
@@ -465,11 +554,25 @@ impl SluiceAfxdp {
             .unwrap_or(0)
     }
 
+    /// The workers' counters, summed over workers (the fields the lab reports).
     fn worker_counters(&self) -> fastpath::stats::Counters {
-        self.fast
-            .as_ref()
-            .and_then(|f| f.workers().next().map(|w| w.stats().counters()))
-            .unwrap_or_default()
+        let mut sum = fastpath::stats::Counters::default();
+        for c in self
+            .fast
+            .iter()
+            .flat_map(|f| f.workers())
+            .map(|w| w.stats().counters())
+        {
+            for (s, x) in sum.packets.iter_mut().zip(c.packets) {
+                *s += x;
+            }
+            sum.egress_full += c.egress_full;
+            sum.conntrack_full += c.conntrack_full;
+            sum.sleeps += c.sleeps;
+            sum.tx_kicks += c.tx_kicks;
+            sum.unparsed += c.unparsed;
+        }
+        sum
     }
 }
 
@@ -484,19 +587,7 @@ impl System for SluiceAfxdp {
 
     fn setup(&mut self, topology: &Topology, rules: usize, _spec: &TrafficSpec) -> Result<()> {
         self.common.setup(topology, rules)?;
-        let mut ports = Vec::new();
-        for pod in topology.gens.iter().chain(std::iter::once(&topology.sink)) {
-            for queue in 0..topology.config.queues {
-                ports.push(PortSpec {
-                    ifname: pod.host_dev.clone(),
-                    ifindex: pod.host_ifindex,
-                    queue,
-                });
-            }
-        }
-        let mut config = WorkerConfig::new(0, ports);
-        config.core = Some(self.node_cpu);
-        config.umem = self.umem;
+        let configs = self.worker_configs(topology)?;
         let tag = self.common.tag;
         let state = self.common.state.borrow();
         let built = state
@@ -510,7 +601,7 @@ impl System for SluiceAfxdp {
             .ok_or_else(|| LabError::system(tag, "no dataplane"))?;
         let cache = &built.cache;
         let fast = topology.node.run(|| {
-            FastPath::start(vec![config], cache, &mut plane.plane)
+            FastPath::start(configs, cache, &mut plane.plane)
                 .map_err(|e| LabError::system(tag, e.to_string()))
         })?;
         self.fast = Some(fast);

@@ -518,7 +518,6 @@ check("SCTP ports", v4(A4, B4, "sctp", 1, 80), HA, XDP_DROP, "POLICY_DENIED", wa
 # Verdicts of rules 8a-8e for unfragmented packets are cached per CPU, keyed by (ingress
 # ifindex, family, protocol, addresses, ports / ICMP type and identifier), valid for one config
 # generation. Every run is on CPU 0 (see run()), so a flow's next packet meets its cached verdict.
-FLOW_BITS = 12  # SL_FLOW_CACHE_BITS: 4096 slots per CPU
 FLOW_F_SOCKET, FLOW_F_CT_REVERSE = 2, 4
 FLOW_REVALIDATE_JIFFIES = 100
 
@@ -532,6 +531,8 @@ def flow_cache_id():
 
 
 FLOW_CACHE = flow_cache_id()
+# Two entries (ways) per set; loaded by bpftool the cache has its compiled size (2048 sets).
+FLOW_SET_BITS = (json.loads(sh("bpftool", "-j", "map", "show", "id", FLOW_CACHE))["max_entries"] // 2).bit_length() - 1
 
 
 def flow_key(src, dst, proto, sport, dport, ifindex, icmp_id=0):
@@ -546,25 +547,26 @@ FLOW_MULT = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8F
              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)
 
 
-def flow_index(key):
-    """sl_flow_index: multiply-shift over the key's six 64-bit words, top 12 bits."""
+def flow_set(key):
+    """sl_flow_set: multiply-shift over the key's six 64-bit words, top FLOW_SET_BITS bits."""
     h = sum(w * m for (w,), m in zip(struct.iter_unpack("<Q", key), FLOW_MULT)) & ((1 << 64) - 1)
-    return h >> (64 - FLOW_BITS)
+    return h >> (64 - FLOW_SET_BITS)
 
 
 def flow_entry(key, cpu=0):
-    """CPU cpu's entry for the flow (struct sl_flow_entry as a dict), or None when its slot holds
-    nothing valid or another flow."""
-    r = json.loads(sh("bpftool", "-j", "map", "lookup", "id", FLOW_CACHE, "key", "hex",
-                      *hexb(struct.pack("<I", flow_index(key)))))
-    raw = next(bytes(int(x, 16) for x in v["value"]) for v in r["values"] if v["cpu"] == cpu)
-    (k, decided, generation, sid, did, rule, target, macs, action, slot, reason, direction, flags,
-     valid) = struct.unpack("<48sQQQQII12sBBBBB7xQ", raw)
-    if not valid & 1 or k != key:
-        return None
-    return dict(decided=decided, generation=generation, src_identity=sid, dst_identity=did, rule=rule,
-                target=target, macs=macs, action=action, slot=slot, reason=reason, direction=direction,
-                flags=flags)
+    """CPU cpu's entry for the flow (struct sl_flow_entry as a dict) in either way of its set, or
+    None when neither holds a valid entry of this flow."""
+    for way in (0, 1):
+        r = json.loads(sh("bpftool", "-j", "map", "lookup", "id", FLOW_CACHE, "key", "hex",
+                          *hexb(struct.pack("<I", flow_set(key) * 2 + way))))
+        raw = next(bytes(int(x, 16) for x in v["value"]) for v in r["values"] if v["cpu"] == cpu)
+        (k, decided, generation, sid, did, rule, target, macs, action, slot, reason, direction, flags,
+         valid) = struct.unpack("<48sQQQQII12sBBBBB7xQ", raw)
+        if valid & 1 and k == key:
+            return dict(decided=decided, generation=generation, src_identity=sid, dst_identity=did,
+                        rule=rule, target=target, macs=macs, action=action, slot=slot, reason=reason,
+                        direction=direction, flags=flags)
+    return None
 
 
 def expect(name, problems):
@@ -619,6 +621,26 @@ check_hit("fc: v4 A->B tcp/80 redirect, MACs rewritten", f, HA, XDP_REDIRECT, "K
           action=ALLOW, slot=CNT["KERNEL_REDIRECT"], target=HB, macs=B_MACS, flags=FLOW_F_SOCKET)
 check("fc: the cached redirect on a VLAN-tagged frame of the flow strips the tag", v4(A4, B4, "tcp", 2001, 80, vlan=5),
       HA, XDP_REDIRECT, "KERNEL_REDIRECT", want_frame=B_MACS + f[12:])
+
+# Two ways per set: two flows whose keys hash to one set are both served from the cache; a
+# third flow of that set takes the way of the older decision.
+def set_of_port(sport):
+    return flow_set(flow_key(A4, B4, "tcp", sport, 80, HA))
+
+
+SHARED = [p for p in range(3000, 65000) if set_of_port(p) == set_of_port(3000)][:3]
+assert len(SHARED) == 3, f"no three ports of one set below 65000: {SHARED}"
+write_config()
+for i, sport in enumerate(SHARED):
+    g = v4(A4, B4, "tcp", sport, 80)
+    check(f"fc ways: flow {i + 1} of set {set_of_port(sport)} (sport {sport})", g, HA, XDP_REDIRECT,
+          "KERNEL_REDIRECT", want_frame=B_MACS + g[12:], want_event=False)
+    if i == 1:
+        expect("fc ways: two flows of one set are both cached",
+               [f"sport {p} not cached" for p in SHARED[:2] if flow_entry(flow_key(A4, B4, "tcp", p, 80, HA)) is None])
+    time.sleep(0.01)  # a later jiffy, so the decisions have an order
+cached = [p for p in SHARED if flow_entry(flow_key(A4, B4, "tcp", p, 80, HA)) is not None]
+expect("fc ways: the third flow of a set replaces the older decision", [] if cached == SHARED[1:] else [f"cached {cached}, want {SHARED[1:]}"])
 check_hit("fc: v4 A->B tcp/81 default deny, event", v4(A4, B4, "tcp", 2001, 81), HA, XDP_DROP, "POLICY_DENIED",
           flow_key(A4, B4, "tcp", 2001, 81, HA),
           want_event=dict(action=DENY, reason=1, rule=77, direction=INGRESS, src_identity=ID_A, dst_identity=ID_B,
