@@ -12,13 +12,19 @@
 //! node core and the pods' to the generator core (DESIGN.md, "Facts about this platform").
 //! Veths can have several queues (`numtxqueues`/`numrxqueues`).
 //!
+//! With [`TopologyConfig::pairs`] > 1 the lab is N independent *pairs* instead: generator pod
+//! `i` → node → sink pod `i`, each on its own veths, so that each pair can be served by a core
+//! of its own (`bench-lab scale`). Pair 0's sink is [`Topology::sink`], the others are
+//! [`Topology::more_sinks`]; [`Topology::pair`] names both ends of a pair.
+//!
 //! Addresses: generator pod `i` owns `src_ips` consecutive addresses from
 //! `10.128.0.32 + 32·i` (and the IPv6 twins `fd00::10.128.0.x`), the sink `10.128.0.2`
-//! (`fd00::a80:2`): all in the `10.128.0.0/15` block that sluice's remote pods also come from,
-//! so ipcache lookups walk as deep a trie path as on a real node. The node routes each pod's
-//! block to its veth with permanent neighbour entries (the sink's XDP program drops ARP and
-//! ND), and the pods route everything to the node through an on-link gateway with a
-//! permanent neighbour entry. Kernel forwarding itself is switched on or off by each system.
+//! (`fd00::a80:2`), the sink of pair `i` `10.128.0.2 + i` ([`sink_v4`]): all in the
+//! `10.128.0.0/15` block that sluice's remote pods also come from, so ipcache lookups walk as
+//! deep a trie path as on a real node. The node routes each pod's block to its veth with
+//! permanent neighbour entries (the sink's XDP program drops ARP and ND), and the pods route
+//! everything to the node through an on-link gateway with a permanent neighbour entry. Kernel
+//! forwarding itself is switched on or off by each system.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -31,6 +37,8 @@ pub const SINK_V4: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 2);
 pub const GEN_V4_BASE: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 32);
 /// Addresses reserved per generator pod (its block is a /27).
 pub const GEN_BLOCK: u32 = 32;
+/// Most generator → sink pairs (the sinks' addresses sit below the first generator block).
+pub const MAX_PAIRS: usize = 30;
 /// The gateway address the pods route through (answered by a permanent neighbour entry).
 const GATEWAY_V4: &str = "169.254.1.1";
 const GATEWAY_V6: &str = "fe80::1";
@@ -46,12 +54,19 @@ pub fn gen_base(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(GEN_V4_BASE) + GEN_BLOCK * i as u32)
 }
 
+/// The sink address of pair `i` (`10.128.0.2 + i`; pair 0's is [`SINK_V4`]).
+pub fn sink_v4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(SINK_V4) + i as u32)
+}
+
 /// How to build the topology.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct TopologyConfig {
-    /// Generator pods (≥ 1).
+    /// Generator pods (≥ 1; equal to `pairs` when `pairs` > 1).
     pub gen_pods: usize,
+    /// Independent generator → sink pairs (1: every generator sends to the one sink).
+    pub pairs: usize,
     /// Queues per veth (1 or 2; veth has at most 2 here).
     pub queues: u32,
     /// Source addresses per generator pod (1..=32).
@@ -71,6 +86,7 @@ impl Default for TopologyConfig {
     fn default() -> Self {
         TopologyConfig {
             gen_pods: 1,
+            pairs: 1,
             queues: 1,
             src_ips: 1,
             node_cpu: 0,
@@ -88,6 +104,21 @@ impl TopologyConfig {
             return Err(LabError::Invalid {
                 what: "generator pods",
                 reason: format!("{} (1..=64)", self.gen_pods),
+            });
+        }
+        if self.pairs == 0 || self.pairs > MAX_PAIRS {
+            return Err(LabError::Invalid {
+                what: "pairs",
+                reason: format!("{} (1..={MAX_PAIRS})", self.pairs),
+            });
+        }
+        if self.pairs > 1 && self.gen_pods != self.pairs {
+            return Err(LabError::Invalid {
+                what: "generator pods",
+                reason: format!(
+                    "{} with {} pairs (each pair has exactly one generator)",
+                    self.gen_pods, self.pairs
+                ),
             });
         }
         if !(1..=2).contains(&self.queues) {
@@ -142,8 +173,10 @@ pub struct Topology {
     pub config: TopologyConfig,
     /// Generator pods.
     pub gens: Vec<Pod>,
-    /// The sink pod.
+    /// The sink pod (of pair 0).
     pub sink: Pod,
+    /// The sink pods of pairs 1.. (empty with one pair).
+    pub more_sinks: Vec<Pod>,
     /// The node namespace.
     pub node: Netns,
 }
@@ -181,10 +214,23 @@ impl Topology {
             netns::check_interrupted()?;
         }
         let sink = Self::pod(&node, "sink", "s", id, vec![SINK_V4], config.queues)?;
+        let mut more_sinks = Vec::with_capacity(config.pairs - 1);
+        for i in 1..config.pairs {
+            more_sinks.push(Self::pod(
+                &node,
+                &format!("sink{i}"),
+                &format!("s{i}"),
+                id,
+                vec![sink_v4(i)],
+                config.queues,
+            )?);
+            netns::check_interrupted()?;
+        }
         let topology = Topology {
             config,
             gens,
             sink,
+            more_sinks,
             node,
         };
         topology.node_routes()?;
@@ -261,7 +307,7 @@ impl Topology {
     /// Routes and permanent neighbour entries in the node for every pod address.
     fn node_routes(&self) -> Result<()> {
         let mut batch = String::new();
-        for pod in self.gens.iter().chain(std::iter::once(&self.sink)) {
+        for pod in self.pods() {
             let (dev, mac) = (&pod.host_dev, mac_text(pod.mac));
             for a in &pod.v4 {
                 batch.push_str(&format!(
@@ -283,11 +329,37 @@ impl Topology {
         self.node.sysctl("net.ipv6.conf.all.forwarding", v)
     }
 
-    /// The node-side interfaces: generator-facing ones, then the sink-facing one.
-    pub fn node_devs(&self) -> Vec<(&str, u32)> {
+    /// Every pod: generators, then the sinks in pair order.
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
         self.gens
             .iter()
             .chain(std::iter::once(&self.sink))
+            .chain(self.more_sinks.iter())
+    }
+
+    /// The sink pods in pair order.
+    pub fn sinks(&self) -> impl Iterator<Item = &Pod> {
+        std::iter::once(&self.sink).chain(self.more_sinks.iter())
+    }
+
+    /// Number of generator → sink pairs.
+    pub fn pairs(&self) -> usize {
+        1 + self.more_sinks.len()
+    }
+
+    /// Pair `i`'s generator and sink pods (with one pair: generator pod 0 and the sink).
+    pub fn pair(&self, i: usize) -> Option<(&Pod, &Pod)> {
+        let sink = if i == 0 {
+            &self.sink
+        } else {
+            self.more_sinks.get(i - 1)?
+        };
+        Some((self.gens.get(i)?, sink))
+    }
+
+    /// The node-side interfaces: generator-facing ones, then the sink-facing ones.
+    pub fn node_devs(&self) -> Vec<(&str, u32)> {
+        self.pods()
             .map(|p| (p.host_dev.as_str(), p.host_ifindex))
             .collect()
     }
@@ -301,20 +373,9 @@ impl Topology {
         let nice = node_nice.unwrap_or(c.node_nice);
         let mut node = Vec::new();
         for (dev, _) in self.node_devs() {
-            let pids = fastpath::sched::napi_threads(dev);
-            if pids.is_empty() {
-                return Err(LabError::System {
-                    system: "topology".into(),
-                    reason: format!("no threaded NAPI kthread for {dev}"),
-                });
-            }
-            for pid in &pids {
-                netns::pin_to_cpu(*pid, c.node_cpu)?;
-                netns::set_nice(*pid, nice)?;
-            }
-            node.extend(pids);
+            node.extend(pin_napi(dev, c.node_cpu, nice)?);
         }
-        for pod in self.gens.iter().chain(std::iter::once(&self.sink)) {
+        for pod in self.pods() {
             for pid in fastpath::sched::napi_threads(&pod.dev) {
                 netns::pin_to_cpu(pid, c.gen_cpu)?;
                 netns::set_nice(pid, c.pod_nice)?;
@@ -323,6 +384,50 @@ impl Topology {
         node.sort_unstable();
         Ok(node)
     }
+
+    /// Pins pair `i`'s NAPI kthreads: its two node-side veths' to `node_cpu` (nice
+    /// `node_nice`, default the configured one), its generator's and sink's pod-side veths' to
+    /// `pod_cpu` (nice `pod_nice`). Returns the node-side kthread ids (for CPU accounting).
+    pub fn place_pair_napi(
+        &self,
+        i: usize,
+        node_cpu: usize,
+        pod_cpu: usize,
+        node_nice: Option<i32>,
+    ) -> Result<Vec<i32>> {
+        let (generator, sink) = self.pair(i).ok_or_else(|| LabError::Invalid {
+            what: "pair",
+            reason: format!("{i} (the topology has {})", self.pairs()),
+        })?;
+        let nice = node_nice.unwrap_or(self.config.node_nice);
+        let mut node = Vec::new();
+        for pod in [generator, sink] {
+            node.extend(pin_napi(&pod.host_dev, node_cpu, nice)?);
+            for pid in fastpath::sched::napi_threads(&pod.dev) {
+                netns::pin_to_cpu(pid, pod_cpu)?;
+                netns::set_nice(pid, self.config.pod_nice)?;
+            }
+        }
+        node.sort_unstable();
+        Ok(node)
+    }
+}
+
+/// Pins the threaded-NAPI kthreads of node-side `dev` to `cpu` at `nice`; returns their ids
+/// (an error if there are none: the node's work would go unaccounted).
+fn pin_napi(dev: &str, cpu: usize, nice: i32) -> Result<Vec<i32>> {
+    let pids = fastpath::sched::napi_threads(dev);
+    if pids.is_empty() {
+        return Err(LabError::System {
+            system: "topology".into(),
+            reason: format!("no threaded NAPI kthread for {dev}"),
+        });
+    }
+    for pid in &pids {
+        netns::pin_to_cpu(*pid, cpu)?;
+        netns::set_nice(*pid, nice)?;
+    }
+    Ok(pids)
 }
 
 #[cfg(test)]
@@ -340,5 +445,21 @@ mod tests {
             ..TopologyConfig::default()
         };
         assert!(bad.validate().is_err());
+        assert_eq!(sink_v4(0), SINK_V4);
+        assert_eq!(sink_v4(3), Ipv4Addr::new(10, 128, 0, 5));
+        assert!(
+            sink_v4(MAX_PAIRS - 1) < gen_base(0),
+            "sinks sit below the generators"
+        );
+        let pairs = TopologyConfig {
+            pairs: 2,
+            ..TopologyConfig::default()
+        };
+        assert!(pairs.validate().is_err(), "two pairs need two generators");
+        let pairs = TopologyConfig {
+            gen_pods: 2,
+            ..pairs
+        };
+        assert!(pairs.validate().is_ok());
     }
 }

@@ -99,14 +99,19 @@ impl System for BareRedirect {
             Some(Map::DevMapHash(d)) => d.fd().as_fd().as_raw_fd(),
             _ => return Err(err("bare_devmap missing or not a DEVMAP_HASH")),
         };
-        let gen_if = topology.gens[0].host_ifindex;
-        let sink_if = topology.sink.host_ifindex;
+        // Generator 0 → the sink; with several pairs, each generator → its pair's sink.
+        let routes: Vec<(u32, u32)> = (0..topology.pairs())
+            .filter_map(|i| topology.pair(i))
+            .map(|(g, s)| (g.host_ifindex, s.host_ifindex))
+            .collect();
         let devs: Vec<u32> = topology.node_devs().iter().map(|d| d.1).collect();
         let prog = Self::program(ebpf)?;
         // A devmap resolves ifindex values in the updater's namespace: update from the node.
         let links = topology.node.run(|| {
-            map_update_u32(fd, gen_if, sink_if)
-                .map_err(|e| err(format!("bare_devmap[{gen_if}] = {sink_if}: {e}")))?;
+            for &(gen_if, sink_if) in &routes {
+                map_update_u32(fd, gen_if, sink_if)
+                    .map_err(|e| err(format!("bare_devmap[{gen_if}] = {sink_if}: {e}")))?;
+            }
             devs.iter()
                 .map(|&i| {
                     prog.attach_to_if_index(i, XdpMode::Driver)
