@@ -8,8 +8,9 @@
  *           sequence number; checksums are updated incrementally. With a pacing interval it
  *           returns XDP_DROP (nothing sent) until the next send slot.
  * lab_sink: on the sink pod's veth: counts lab frames, sequence regressions (reordering),
- *           untouched-TTL frames, and records one-way latency (now - stamp) in a log-linear
- *           histogram; drops everything.
+ *           untouched-TTL frames, lab frames per source address (by its last byte), and
+ *           records one-way latency (now - stamp) in a log-linear histogram; drops lab frames
+ *           and passes everything else to the sink's stack (the TCP generator's server).
  *
  * The frame template (built in userspace): Ethernet, IPv4 (no options) or IPv6 (no extension
  * headers), UDP, then the lab payload: magic (4), sequence (8), send time (8), native byte
@@ -78,6 +79,17 @@ struct {
 	__type(value, __u64);
 	__uint(max_entries, SINK_SLOTS);
 } sink_counters SEC(".maps");
+
+/* Lab frames per source address, per CPU, indexed by the address's last byte (IPv4) or the
+ * last byte of the IPv6 address: every lab pod address differs in it (10.128.0.0/24). */
+#define SINK_SOURCES 256
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, SINK_SOURCES);
+} sink_by_src SEC(".maps");
 
 /* Latency histogram: 8 linear sub-buckets per power of two (bucket = msb * 8 + next 3 bits;
  * values below 8 ns get their own buckets 0..7). 64 * 8 buckets. */
@@ -283,34 +295,36 @@ int lab_sink(struct xdp_md *ctx)
 {
 	__u8 *data = (void *)(long)ctx->data;
 	__u8 *data_end = (void *)(long)ctx->data_end;
-	__u32 pl_off, magic, slot;
+	__u32 pl_off, magic, slot, src_slot;
 	__u64 seq, ts, now, *max_seq, *bucket;
 	int intact;
 
 	bump(SINK_ALL, 1);
 	if (data + 14 > data_end)
-		return XDP_DROP;
+		return XDP_PASS;
 	if (data[12] == 0x08 && data[13] == 0x00) {
 		if (data + 14 + 20 + 8 + 20 > data_end || data[14] != 0x45 || data[23] != 17)
-			return XDP_DROP;
+			return XDP_PASS;
 		pl_off = 14 + 20 + 8;
 		intact = data[22] == 64;
+		src_slot = data[14 + 12 + 3];
 	} else if (data[12] == 0x86 && data[13] == 0xdd) {
 		if (data + 14 + 40 + 8 + 20 > data_end || data[20] != 17)
-			return XDP_DROP;
+			return XDP_PASS;
 		pl_off = 14 + 40 + 8;
 		intact = data[21] == 64;
+		src_slot = data[14 + 8 + 15];
 	} else {
-		return XDP_DROP;
+		return XDP_PASS;
 	}
 	{
 		__u8 *pl = data + pl_off;
 
 		if (pl + 20 > data_end)
-			return XDP_DROP;
+			return XDP_PASS;
 		__builtin_memcpy(&magic, pl, 4);
 		if (magic != LAB_MAGIC)
-			return XDP_DROP;
+			return XDP_PASS;
 		__builtin_memcpy(&seq, pl + 4, 8);
 		__builtin_memcpy(&ts, pl + 12, 8);
 	}
@@ -319,6 +333,9 @@ int lab_sink(struct xdp_md *ctx)
 	bump(SINK_BYTES, data_end - data);
 	if (intact)
 		bump(SINK_TTL_INTACT, 1);
+	bucket = bpf_map_lookup_elem(&sink_by_src, &src_slot);
+	if (bucket)
+		*bucket += 1;
 	slot = SINK_MAX_SEQ;
 	max_seq = bpf_map_lookup_elem(&sink_counters, &slot);
 	if (max_seq) {

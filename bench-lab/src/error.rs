@@ -64,6 +64,23 @@ pub enum LabError {
     /// SIGINT or SIGTERM arrived: the lab stops in order and tears everything down.
     #[error("interrupted by a signal; everything set up was torn down")]
     Interrupted,
+    /// An AF_XDP socket or its UMEM (the AF_XDP generator) could not be set up.
+    #[error("AF_XDP on {interface}: {reason}")]
+    Xsk {
+        /// The interface.
+        interface: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The TCP generator or its server failed.
+    #[error("TCP generator: {what}: {source}")]
+    Tcp {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// Writing the report failed.
     #[error("report: {0}")]
     Report(String),

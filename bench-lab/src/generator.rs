@@ -47,6 +47,8 @@ pub const LAB_MAGIC: u32 = 0x51ce_1ab5;
 pub const PAYLOAD_LEN: usize = 20;
 /// First source port of fixed flows.
 pub const SPORT_BASE: u16 = 10_000;
+/// Slots of the sink's per-source counters (one per last address byte).
+pub const SINK_SOURCES: usize = 256;
 /// Buckets of the sink's latency histogram.
 pub const LATENCY_BUCKETS: usize = 64 << LATENCY_SUB_BITS;
 const LATENCY_SUB_BITS: u32 = 3;
@@ -444,6 +446,26 @@ impl LabPrograms {
         )
         .map_err(|e| bpf("gen_state_map")(&e))?;
         map.get(&0, 0).map_err(|e| bpf("gen_state_map")(&e))
+    }
+
+    /// Lab frames the sink counted per source address, indexed by the address's last byte
+    /// (sums over CPUs; every lab pod address differs in its last byte).
+    pub fn sink_by_source(&self) -> Result<Vec<u64>> {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("sink_by_src")
+                .ok_or_else(|| LabError::Bpf("sink_by_src missing".into()))?,
+        )
+        .map_err(|e| bpf("sink_by_src")(&e))?;
+        (0..SINK_SOURCES as u32)
+            .map(|i| {
+                Ok(map
+                    .get(&i, 0)
+                    .map_err(|e| bpf("sink_by_src")(&e))?
+                    .iter()
+                    .sum())
+            })
+            .collect()
     }
 
     /// The sink's counters.

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bench_lab::afxdp_gen::GeneratorKind;
 use bench_lab::error::{LabError, Result};
 use bench_lab::generator::{FlowMode, TrafficSpec};
 use bench_lab::netns;
@@ -36,6 +37,14 @@ enum Cmd {
     /// A short pass (< 3 minutes): saturation at the lowest and highest rule count, one run;
     /// prints one JSON line per system and rule count.
     Quick(QuickArgs),
+    /// Policy update storm: 1,000 pod adds/removes a second in sluice's state while traffic
+    /// flows through sluice-kernel and sluice-afxdp (two AF_XDP generators: an allowed and a
+    /// denied pod); reports the throughput dip, update rate and apply latency, and verdict
+    /// errors, which must be 0 (exit status 1 otherwise).
+    Storm(bench_lab::storm::StormArgs),
+    /// New connections: a real-socket TCP generator through each system (connections per
+    /// second, handshake latency p50/p99, failed connects).
+    NewConnections(bench_lab::tcp_gen::TcpArgs),
 }
 
 /// Which UMEM modes of sluice-afxdp to measure.
@@ -81,6 +90,10 @@ struct Common {
     /// Write the report (JSON, Markdown, SVG) into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The packet generator: `live-frames` (the XDP program under BPF_PROG_TEST_RUN) or
+    /// `afxdp` (an AF_XDP socket's TX ring on the generator pod's veth).
+    #[arg(long, default_value = "live-frames", value_parser = generator_kind)]
+    generator: GeneratorKind,
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +147,10 @@ fn system_name(s: &str) -> std::result::Result<String, String> {
 }
 
 fn flow_mode(s: &str) -> std::result::Result<FlowMode, String> {
+    s.parse()
+}
+
+fn generator_kind(s: &str) -> std::result::Result<GeneratorKind, String> {
     s.parse()
 }
 
@@ -237,6 +254,23 @@ fn main() {
 fn real_main(cli: Cli) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (common, plan, config, default_umem, quick) = match &cli.command {
+        Cmd::Storm(a) => {
+            let report = bench_lab::storm::run_all(a, command)?;
+            write_report(&report, a.out.as_deref())?;
+            let errors: u64 = report.storms.iter().map(|r| r.verdict_errors).sum();
+            return if errors > 0 {
+                Err(LabError::Measurement {
+                    system: "sluice".into(),
+                    reason: format!("{errors} verdict errors during the update storm"),
+                })
+            } else {
+                Ok(())
+            };
+        }
+        Cmd::NewConnections(a) => {
+            let report = bench_lab::tcp_gen::run_all(a, command)?;
+            return write_report(&report, a.out.as_deref());
+        }
         Cmd::Run(a) => {
             let mut rules = a.rules.clone();
             rules.sort_unstable();
@@ -290,6 +324,7 @@ fn real_main(cli: Cli) -> Result<()> {
         secs: config.0,
         warmup: config.1,
         gen_nice: 0,
+        generator: common.generator,
     };
     let mut report = Report::new(command);
     report.config = Some(config.clone());
@@ -336,6 +371,17 @@ fn real_main(cli: Cli) -> Result<()> {
         println!("{}", report.to_markdown());
     }
     outcome
+}
+
+/// Writes `report` into `out` (when given) and prints its Markdown.
+fn write_report(report: &Report, out: Option<&std::path::Path>) -> Result<()> {
+    if let Some(dir) = out {
+        for file in report.write(dir)? {
+            eprintln!("wrote {file}");
+        }
+    }
+    println!("{}", report.to_markdown());
+    Ok(())
 }
 
 fn traffic(c: &Common) -> TrafficSpec {

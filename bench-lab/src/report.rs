@@ -54,6 +54,12 @@ pub struct Report {
     pub failures: Vec<Failure>,
     /// Every measurement.
     pub measurements: Vec<Measurement>,
+    /// TCP generator runs (new connections).
+    #[serde(default)]
+    pub tcp: Vec<crate::tcp_gen::TcpMeasurement>,
+    /// Policy update storms.
+    #[serde(default)]
+    pub storms: Vec<crate::storm::StormResult>,
 }
 
 /// The median of `values` (NaN when empty).
@@ -394,7 +400,8 @@ impl Report {
         if let Some(c) = &self.config {
             let _ = writeln!(
                 s,
-                "**Settings**: {} s measured after {} s warm-up per measurement; node core {}, generator core {}; sluice state: {} remote pods; sluice state build: {}.\n",
+                "**Settings**: {} generator; {} s measured after {} s warm-up per measurement; node core {}, generator core {}; sluice state: {} remote pods; sluice state build: {}.\n",
+                c.generator,
                 c.secs,
                 c.warmup,
                 c.topology.node_cpu,
@@ -424,6 +431,8 @@ impl Report {
         );
         self.search_table(&mut s);
         self.latency_table(&mut s);
+        crate::tcp_gen::markdown(&self.tcp, &mut s);
+        crate::storm::markdown(&self.storms, &mut s);
         let targets = self.targets();
         if !targets.is_empty() {
             let _ = writeln!(

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::afxdp_gen::{ActiveGenerator, AfxdpGenConfig, AfxdpGenerator, GeneratorKind};
 use crate::cpu::{self, CpuUse, Task};
 use crate::error::{LabError, Result};
 use crate::generator::{
@@ -36,6 +37,9 @@ pub struct LabConfig {
     pub warmup: f64,
     /// Nice value of the generator thread.
     pub gen_nice: i32,
+    /// Which generator sends the traffic.
+    #[serde(default)]
+    pub generator: GeneratorKind,
 }
 
 impl Default for LabConfig {
@@ -45,6 +49,7 @@ impl Default for LabConfig {
             secs: 4.0,
             warmup: 1.0,
             gen_nice: 0,
+            generator: GeneratorKind::default(),
         }
     }
 }
@@ -261,16 +266,29 @@ impl Lab {
         self.programs.configure(spec, &self.topology.gens[0])?;
         let frame = frame_for(&self.topology, spec);
         let load = loadavg();
-        let gen0 = self.programs.gen_state()?;
+        let kind = self.config.generator;
+        let gen0 = ActiveGenerator::baseline(kind, &self.programs)?;
         let sink0 = self.programs.sink()?;
-        let mut generator = Generator::start(
-            self.programs.gen_fd()?,
-            self.topology.gens[0].ns.path(),
-            self.topology.gens[0].ifindex,
-            frame,
-            gen_cpu,
-            self.config.gen_nice,
-        )?;
+        let mut generator = match kind {
+            GeneratorKind::LiveFrames => ActiveGenerator::LiveFrames(Generator::start(
+                self.programs.gen_fd()?,
+                self.topology.gens[0].ns.path(),
+                self.topology.gens[0].ifindex,
+                frame,
+                gen_cpu,
+                self.config.gen_nice,
+            )?),
+            GeneratorKind::Afxdp => {
+                ActiveGenerator::Afxdp(AfxdpGenerator::start(AfxdpGenConfig::for_pod(
+                    &self.topology.gens[0],
+                    &self.topology.sink,
+                    spec,
+                    gen_cpu,
+                    self.config.gen_nice,
+                    crate::afxdp_gen::next_seq(&self.programs)?,
+                )?)?)
+            }
+        };
         netns::sleep_checked(Duration::from_secs_f64(self.config.warmup))?;
         if scenario == Scenario::Established {
             prime_replies(&self.topology, spec)?;
@@ -278,18 +296,18 @@ impl Lab {
         }
         system.begin_period()?;
         let t0 = Instant::now();
-        let gen_a = self.programs.gen_state()?;
+        let gen_a = generator.state(&self.programs)?;
         let sink_a = self.programs.sink()?;
         let cpu_a = cpu::sample(&napi, &user, node_cpu, gen_cpu);
         netns::sleep_checked(Duration::from_secs_f64(self.config.secs))?;
-        let gen_b = self.programs.gen_state()?;
+        let gen_b = generator.state(&self.programs)?;
         let sink_b = self.programs.sink()?;
         let cpu_b = cpu::sample(&napi, &user, node_cpu, gen_cpu);
         let dt = t0.elapsed().as_secs_f64();
         let extras = system.end_period()?;
         generator.stop()?;
         std::thread::sleep(Duration::from_millis(100));
-        let gen_end = self.programs.gen_state()?;
+        let gen_end = generator.state(&self.programs)?;
         let sink_end = self.programs.sink()?;
 
         let period: SinkCounters = sink_b.since(&sink_a);

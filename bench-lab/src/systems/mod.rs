@@ -95,6 +95,12 @@ pub trait System {
 
     /// Releases everything (daemons, BPF objects); called once at the end.
     fn shutdown(&mut self) {}
+
+    /// Its identity state, where it can change while traffic flows (sluice's two datapaths):
+    /// the update storm and the TCP scenario's extra policy go through it.
+    fn live_state(&mut self) -> Option<&mut dyn sluice::LiveState> {
+        None
+    }
 }
 
 /// The display label of a system and variant: `iptables (conntrack-first)`.

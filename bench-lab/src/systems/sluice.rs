@@ -414,6 +414,10 @@ impl System for SluiceKernel {
         "sluice-kernel"
     }
 
+    fn live_state(&mut self) -> Option<&mut dyn LiveState> {
+        Some(self)
+    }
+
     fn setup(&mut self, topology: &Topology, rules: usize, _spec: &TrafficSpec) -> Result<()> {
         self.common.setup(topology, rules)
     }
@@ -585,6 +589,10 @@ impl System for SluiceAfxdp {
         format!("umem={}", umem_name(self.umem))
     }
 
+    fn live_state(&mut self) -> Option<&mut dyn LiveState> {
+        Some(self)
+    }
+
     fn setup(&mut self, topology: &Topology, rules: usize, _spec: &TrafficSpec) -> Result<()> {
         self.common.setup(topology, rules)?;
         let configs = self.worker_configs(topology)?;
@@ -669,4 +677,128 @@ impl System for SluiceAfxdp {
 /// The state's build time for reports (seconds), if built.
 pub fn build_secs(state: &SharedState) -> Option<f64> {
     state.borrow().built.as_ref().map(|b| b.build_secs)
+}
+
+/// A lab workload: labels `app=<app>` in namespace `bench`; local (an endpoint on `pod`'s
+/// node-side veth) when `pod` is given, else a remote pod known from the API server.
+pub fn lab_workload(
+    uid: String,
+    app: &str,
+    ips: Vec<IpAddr>,
+    pod: Option<&crate::topology::Pod>,
+) -> Workload {
+    match pod {
+        Some(p) => workload(
+            uid,
+            app,
+            ips,
+            Source::Local,
+            Some(LocalAttachment {
+                ifindex: p.host_ifindex,
+                mac: p.mac,
+            }),
+        ),
+        None => workload(uid, app, ips, Source::ApiServer, None),
+    }
+}
+
+/// A policy from its YAML (a `CiliumNetworkPolicy` or `NetworkPolicy`).
+pub fn lab_policy(yaml: &str) -> Result<Policy> {
+    policy(yaml)
+}
+
+/// How long one live update took, by phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UpdateTiming {
+    /// Changing the cache, publishing, and (for revocations) waiting for the workers.
+    pub publish: std::time::Duration,
+    /// Bringing the BPF maps in line.
+    pub sync: std::time::Duration,
+    /// BPF map entries written and deleted.
+    pub map_writes: usize,
+}
+
+/// A sluice system whose identity state can change while traffic flows (the update storm,
+/// the TCP scenario's extra policy). Each update is applied the way the node agent applies
+/// one: change the cache, publish, wait for every worker to move past the old snapshot when
+/// the change revokes something, then bring the BPF maps in line by diff.
+pub trait LiveState {
+    /// Applies `change` to the state (set up before, by [`System::setup`]). `revokes`: the
+    /// change removes something a worker may still decide by.
+    fn update(
+        &mut self,
+        topology: &Topology,
+        revokes: bool,
+        change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
+    ) -> Result<UpdateTiming>;
+}
+
+impl Common {
+    fn update(
+        &mut self,
+        topology: &Topology,
+        revokes: bool,
+        change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
+    ) -> Result<UpdateTiming> {
+        let tag = self.tag;
+        let started = Instant::now();
+        let mut state = self.state.borrow_mut();
+        let built = state
+            .built
+            .as_mut()
+            .ok_or_else(|| LabError::system(tag, "state not built (no setup)"))?;
+        change(&mut built.cache)?;
+        let generation = built.cache.publish();
+        if revokes {
+            built
+                .cache
+                .wait_for_readers(generation, std::time::Duration::from_secs(1))
+                .map_err(|e| LabError::system(tag, format!("revocation barrier: {e}")))?;
+        }
+        let published = started.elapsed();
+        let plane = self
+            .plane
+            .as_mut()
+            .ok_or_else(|| LabError::system(tag, "no dataplane"))?;
+        let facts = Facts {
+            macs: topology
+                .gens
+                .iter()
+                .chain(std::iter::once(&topology.sink))
+                .map(|p| (p.host_ifindex, p.host_mac))
+                .collect(),
+            kernel_mode: self.kernel_mode,
+        };
+        let stats = plane
+            .plane
+            .sync(&built.cache.pending(), &facts)
+            .map_err(|e| LabError::system(tag, format!("syncing the BPF maps: {e}")))?;
+        Ok(UpdateTiming {
+            publish: published,
+            sync: started.elapsed() - published,
+            map_writes: stats.upserted + stats.deleted,
+        })
+    }
+}
+
+impl LiveState for SluiceKernel {
+    fn update(
+        &mut self,
+        topology: &Topology,
+        revokes: bool,
+        change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
+    ) -> Result<UpdateTiming> {
+        self.common.update(topology, revokes, change)
+    }
+}
+
+impl LiveState for SluiceAfxdp {
+    fn update(
+        &mut self,
+        topology: &Topology,
+        revokes: bool,
+        change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
+    ) -> Result<UpdateTiming> {
+        self.common.update(topology, revokes, change)
+    }
 }
