@@ -349,14 +349,14 @@ fn bpf(what: &str) -> impl Fn(&dyn std::fmt::Display) -> LabError + '_ {
 impl LabPrograms {
     /// Loads `lab_gen` and `lab_sink` and attaches the sink (native mode) in the sink pod.
     pub fn load(topology: &Topology) -> Result<Self> {
-        let mut ebpf = Ebpf::load(LAB_OBJECT).map_err(|e| bpf("loading lab.o")(&e))?;
-        for name in ["lab_gen", "lab_sink"] {
         Self::load_for(&topology.sink)
     }
 
     /// Loads a generator and sink of their own (own maps: counters per pair) and attaches the
     /// sink (native mode) in `sink`'s pod.
     pub fn load_for(sink: &Pod) -> Result<Self> {
+        let mut ebpf = Ebpf::load(LAB_OBJECT).map_err(|e| bpf("loading lab.o")(&e))?;
+        for name in ["lab_gen", "lab_sink"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| LabError::Bpf(format!("{name} missing from lab.o")))?
