@@ -84,6 +84,9 @@ pub enum LabError {
     /// Writing the report failed.
     #[error("report: {0}")]
     Report(String),
+    /// `bench-lab scale` was asked for something this machine or its cores cannot do.
+    #[error("scale: {0}")]
+    Scale(#[from] crate::scale::ScaleError),
 }
 
 impl LabError {

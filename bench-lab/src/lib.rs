@@ -12,6 +12,7 @@
 //! | [`rules`] | "N rules" for each system: iptables, nftables, OpenFlow, sluice policies |
 //! | [`systems`] | the systems under test: setup and teardown on the same topology |
 //! | [`scenario`] | one measurement, and the plans of measurements a run makes |
+//! | [`scale`] | multi-core scaling: one worker and core per generator → sink pair |
 //! | [`tcp_gen`] | the TCP generator: real sockets, connection rate and handshake latency |
 //! | [`storm`] | the policy update storm: pod churn in sluice's state during traffic |
 //! | [`report`] | JSON with every raw figure, Markdown, SVG plots, targets |
@@ -25,6 +26,7 @@ pub mod generator;
 pub mod netns;
 pub mod report;
 pub mod rules;
+pub mod scale;
 pub mod scenario;
 pub mod storm;
 pub mod systems;

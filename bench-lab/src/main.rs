@@ -37,6 +37,9 @@ enum Cmd {
     /// A short pass (< 3 minutes): saturation at the lowest and highest rule count, one run;
     /// prints one JSON line per system and rule count.
     Quick(QuickArgs),
+    /// Multi-core scaling: one worker and node core per generator → sink pair, for 1, 2, …
+    /// workers; prints one JSON line per system, worker count and NAPI placement.
+    Scale(bench_lab::scale::ScaleArgs),
     /// Policy update storm: 1,000 pod adds/removes a second in sluice's state while traffic
     /// flows through sluice-kernel and sluice-afxdp (two AF_XDP generators: an allowed and a
     /// denied pod); reports the throughput dip, update rate and apply latency, and verdict
@@ -254,6 +257,7 @@ fn main() {
 fn real_main(cli: Cli) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (common, plan, config, default_umem, quick) = match &cli.command {
+        Cmd::Scale(a) => return scale_main(a, command),
         Cmd::Storm(a) => {
             let report = bench_lab::storm::run_all(a, command)?;
             write_report(&report, a.out.as_deref())?;
@@ -382,6 +386,31 @@ fn write_report(report: &Report, out: Option<&std::path::Path>) -> Result<()> {
     }
     println!("{}", report.to_markdown());
     Ok(())
+}
+
+/// `bench-lab scale`: JSON lines on stdout, the report files with `--out`.
+fn scale_main(args: &bench_lab::scale::ScaleArgs, command: String) -> Result<()> {
+    use bench_lab::scale::{self, ScaleReport};
+    let mut report = ScaleReport::new(command, args.config()?);
+    let bar = ProgressBar::new(report.config.planned() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let progress = Bar(bar);
+    let outcome = scale::run(&mut report, &progress);
+    progress.0.finish_and_clear();
+    for line in report.json_lines() {
+        println!("{line}");
+    }
+    if let Some(dir) = &args.out {
+        for file in report.write(dir)? {
+            eprintln!("wrote {file}");
+        }
+    }
+    outcome
 }
 
 fn traffic(c: &Common) -> TrafficSpec {
