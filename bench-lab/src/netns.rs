@@ -161,10 +161,11 @@ impl Netns {
         run_with_input(&full, Some(input))
     }
 
-    /// Sets a sysctl inside the namespace.
+    /// Sets a sysctl inside the namespace by writing its `/proc/sys` file (`net.ipv4.ip_forward`
+    /// → `/proc/sys/net/ipv4/ip_forward`), so that no `sysctl` binary is needed: machines that
+    /// carry only `ip` and `ethtool` run the lab too.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec(&["sysctl", "-qw", &format!("{key}={value}")])
-            .map(drop)
+        self.write_file(&format!("/proc/sys/{}", key.replace('.', "/")), value)
     }
 
     /// Writes `value` to a sysfs/procfs file as seen from inside the namespace.
