@@ -65,6 +65,10 @@ pub struct StormSpec {
     pub allowed_pps: f64,
     /// Frames per second from the denied pod.
     pub denied_pps: f64,
+    /// Core the updates are applied on (`None`: the node's core, where a node agent competes
+    /// with the dataplane; the generators keep their own core either way).
+    #[serde(default)]
+    pub updater_cpu: Option<usize>,
 }
 
 impl Default for StormSpec {
@@ -77,6 +81,7 @@ impl Default for StormSpec {
             window: 500,
             allowed_pps: 100_000.0,
             denied_pps: 10_000.0,
+            updater_cpu: None,
         }
     }
 }
@@ -368,53 +373,11 @@ fn storm_set_up(
     netns::sleep_checked(Duration::from_secs_f64(spec.before_secs))?;
     let s_b = sample(&allowed, &denied)?;
 
-    // The storm.
-    let mut apply_hist = perf::LatencyHistogram::new();
-    let mut batch_hist = perf::LatencyHistogram::new();
-    let mut sync_hist = perf::LatencyHistogram::new();
-    let (mut done, mut adds_done, mut batches, mut writes) = (0u64, 0u64, 0u64, 0u64);
-    let mut next_pod = spec.window as u64;
-    let start = Instant::now();
-    let mut ticks = 0u32;
-    let length = Duration::from_secs_f64(spec.secs);
-    let slot = |k: u64| start + Duration::from_secs_f64(k as f64 / spec.rate);
-    while start.elapsed() < length {
-        netns::check_interrupted()?;
-        let due = ((start.elapsed().as_secs_f64() * spec.rate) as u64).saturating_sub(done);
-        if due > 0 {
-            let (mut adds, mut removes) = (Vec::new(), Vec::new());
-            for k in done..done + due {
-                if k % 2 == 0 || live_pods.is_empty() {
-                    adds.push(next_pod);
-                    next_pod += 1;
-                } else if let Some(n) = live_pods.pop_front() {
-                    removes.push(n);
-                }
-            }
-            let live = system
-                .live_state()
-                .ok_or_else(|| LabError::system(name, "lost its identity state"))?;
-            let timing = apply(live, topology, &adds, &removes, label_sets)?;
-            live_pods.extend(adds.iter().copied());
-            let end = Instant::now();
-            for k in done..done + due {
-                apply_hist.record(end.saturating_duration_since(slot(k)).as_nanos() as u64);
-            }
-            batch_hist.record((timing.publish + timing.sync).as_nanos() as u64);
-            sync_hist.record(timing.sync.as_nanos() as u64);
-            writes += timing.map_writes as u64;
-            adds_done += adds.len() as u64;
-            done += due;
-            batches += 1;
-        }
-        ticks += 1;
-        let next = start + TICK * ticks;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep((next - now).min(TICK));
-        }
-    }
-    let storm_secs = start.elapsed().as_secs_f64();
+    // The storm, applied from the updater's core.
+    netns::pin_to_cpu(0, spec.updater_cpu.unwrap_or(topology.config.node_cpu))?;
+    let storm = storm_loop(system, topology, spec, label_sets, live_pods);
+    netns::pin_to_cpu(0, gen_cpu)?;
+    let (tally, storm_secs) = storm?;
     let s_c = sample(&allowed, &denied)?;
     allowed.stop()?;
     denied.stop()?;
@@ -448,14 +411,14 @@ fn storm_set_up(
         before,
         during,
         throughput_ratio: during.allowed_delivered_pps / before.allowed_delivered_pps.max(1e-9),
-        updates: done,
-        adds: adds_done,
-        batches,
-        achieved_rate: done as f64 / storm_secs,
-        apply_ns: LatencyFigures::of(&apply_hist),
-        batch_ns: LatencyFigures::of(&batch_hist),
-        sync_ns: LatencyFigures::of(&sync_hist),
-        map_writes: writes,
+        updates: tally.done,
+        adds: tally.adds,
+        batches: tally.batches,
+        achieved_rate: tally.done as f64 / storm_secs,
+        apply_ns: LatencyFigures::of(&tally.apply),
+        batch_ns: LatencyFigures::of(&tally.batch),
+        sync_ns: LatencyFigures::of(&tally.sync),
+        map_writes: tally.writes,
         allowed_sent: s_d.allowed_gen.sent,
         allowed_received,
         denied_sent,
@@ -464,6 +427,89 @@ fn storm_set_up(
         allowed_dropped_by_verdict,
         verdict_errors: denied_delivered + allowed_dropped_by_verdict,
     })
+}
+
+/// What the storm's update loop did.
+#[derive(Default)]
+struct Tally {
+    done: u64,
+    adds: u64,
+    batches: u64,
+    writes: u64,
+    apply: perf::LatencyHistogram,
+    batch: perf::LatencyHistogram,
+    sync: perf::LatencyHistogram,
+}
+
+/// Applies the updates due every tick for `spec.secs`; returns the tally and the seconds.
+fn storm_loop(
+    system: &mut dyn System,
+    topology: &Topology,
+    spec: &StormSpec,
+    label_sets: usize,
+    live_pods: &mut VecDeque<u64>,
+) -> Result<(Tally, f64)> {
+    let name = system.name();
+    let mut apply_hist = perf::LatencyHistogram::new();
+    let mut batch_hist = perf::LatencyHistogram::new();
+    let mut sync_hist = perf::LatencyHistogram::new();
+    let (mut done, mut adds_done, mut batches, mut writes) = (0u64, 0u64, 0u64, 0u64);
+    let mut next_pod = spec.window as u64;
+    let start = Instant::now();
+    let length = Duration::from_secs_f64(spec.secs);
+    let slot = |k: u64| start + Duration::from_secs_f64(k as f64 / spec.rate);
+    while start.elapsed() < length {
+        netns::check_interrupted()?;
+        let due = ((start.elapsed().as_secs_f64() * spec.rate) as u64).saturating_sub(done);
+        if due > 0 {
+            let (mut adds, mut removes) = (Vec::new(), Vec::new());
+            for k in done..done + due {
+                if k % 2 == 0 || live_pods.is_empty() {
+                    adds.push(next_pod);
+                    next_pod += 1;
+                } else if let Some(n) = live_pods.pop_front() {
+                    removes.push(n);
+                }
+            }
+            let live = system
+                .live_state()
+                .ok_or_else(|| LabError::system(name, "lost its identity state"))?;
+            let applied = apply(live, topology, &adds, &removes, label_sets);
+            // Whatever happened, the cleanup must find every storm pod that may exist.
+            live_pods.extend(adds.iter().copied());
+            let timing = applied.inspect_err(|_| live_pods.extend(removes.iter().copied()))?;
+            let end = Instant::now();
+            for k in done..done + due {
+                apply_hist.record(end.saturating_duration_since(slot(k)).as_nanos() as u64);
+            }
+            batch_hist.record((timing.publish + timing.sync).as_nanos() as u64);
+            sync_hist.record(timing.sync.as_nanos() as u64);
+            writes += timing.map_writes as u64;
+            adds_done += adds.len() as u64;
+            done += due;
+            batches += 1;
+        }
+        // Sleep to the next tick boundary (a slow batch is caught up at once).
+        let ticks = (start.elapsed().as_nanos() / TICK.as_nanos()) as u32 + 1;
+        let next = start + TICK * ticks;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+    }
+    let storm_secs = start.elapsed().as_secs_f64();
+    Ok((
+        Tally {
+            done,
+            adds: adds_done,
+            batches,
+            writes,
+            apply: apply_hist,
+            batch: batch_hist,
+            sync: sync_hist,
+        },
+        storm_secs,
+    ))
 }
 
 fn traffic_of(spec: &StormSpec) -> TrafficSpec {
@@ -557,6 +603,9 @@ pub struct StormArgs {
     /// Frames per second from the denied pod.
     #[arg(long, default_value_t = 10_000.0)]
     pub denied_pps: f64,
+    /// Core the updates are applied on (default: the node's core).
+    #[arg(long)]
+    pub updater_cpu: Option<usize>,
     /// Rules (policy entries) in sluice's state.
     #[arg(long, default_value_t = 1_000)]
     pub rules: usize,
@@ -594,6 +643,7 @@ impl StormArgs {
             window: self.window,
             allowed_pps: self.allowed_pps,
             denied_pps: self.denied_pps,
+            updater_cpu: self.updater_cpu,
         }
     }
 }

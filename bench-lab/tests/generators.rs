@@ -173,6 +173,7 @@ fn an_update_storm_on_sluice_kernel_makes_no_verdict_error() {
             window: 100,
             allowed_pps: 20_000.0,
             denied_pps: 5_000.0,
+            updater_cpu: None,
         };
         let r = storm::run(&lab, &mut system, &spec, 1_000);
         system.shutdown();
