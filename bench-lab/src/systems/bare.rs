@@ -26,17 +26,21 @@ struct MapElemAttr {
     flags: u64,
 }
 
-/// Updates a u32 → u32 map element (`bare_devmap`'s value is a plain ifindex, which aya's
-/// DevMapHash does not accept on kernels with devmap programs).
-fn map_update_u32(map_fd: RawFd, key: u32, value: u32) -> std::io::Result<()> {
+/// Sets `bare_devmap[key] = ifindex` with no devmap program. aya creates DEVMAP_HASH maps with
+/// the 8-byte `struct bpf_devmap_val` (ifindex, program fd) on kernels that support devmap
+/// programs, whatever the object declares, so the value written is always 8 bytes with program
+/// fd 0 (none); a kernel that kept the 4-byte value reads only the ifindex. Writing a bare u32
+/// made the kernel read 4 stray stack bytes as a program fd (EINVAL when they were not 0).
+fn map_update_devmap(map_fd: RawFd, key: u32, ifindex: u32) -> std::io::Result<()> {
+    let value: [u32; 2] = [ifindex, 0];
     let attr = MapElemAttr {
         map_fd: map_fd as u32,
         pad: 0,
         key: (&raw const key) as u64,
-        value: (&raw const value) as u64,
+        value: value.as_ptr() as u64,
         flags: 0,
     };
-    // SAFETY: key and value outlive the call and have the map's key and value sizes.
+    // SAFETY: key and value outlive the call; value covers both possible value sizes.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -109,7 +113,7 @@ impl System for BareRedirect {
         // A devmap resolves ifindex values in the updater's namespace: update from the node.
         let links = topology.node.run(|| {
             for &(gen_if, sink_if) in &routes {
-                map_update_u32(fd, gen_if, sink_if)
+                map_update_devmap(fd, gen_if, sink_if)
                     .map_err(|e| err(format!("bare_devmap[{gen_if}] = {sink_if}: {e}")))?;
             }
             devs.iter()
