@@ -775,6 +775,8 @@ impl Report {
                         "ns_per_packet_threads": r.ns_threads.round(),
                         "p99_us": (r.p99_ns / 1e2).round() / 10.0,
                         "loss": r.loss,
+                        "offered_mpps": (r.offered_pps / 1e4).round() / 1e2,
+                        "generator": self.config.as_ref().map(|c| c.generator.name()),
                     })
                     .to_string(),
                 );
