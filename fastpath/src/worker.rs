@@ -9,7 +9,6 @@
 //! [`Scheduling::busy_poll_rounds`] empty rounds the worker parks its snapshot reader (so a
 //! revocation barrier does not wait for it) and blocks in `epoll` on its sockets.
 
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -351,12 +350,7 @@ fn run(
     })?;
     let mut rx_descs: Vec<FrameDesc> = vec![template; config.batch_size];
     let mut scratch: Vec<FrameDesc> = vec![template; config.rings.ring as usize];
-    let port_of: HashMap<u32, usize> = sockets
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.spec.ifindex, i))
-        .collect();
+    let ports = PortIndex::new(&sockets);
     let mut touched = vec![false; sockets.ports.len()];
     let mut socket_stats: Vec<SocketStats> = Vec::with_capacity(sockets.ports.len());
 
@@ -425,11 +419,18 @@ fn run(
             let mut bytes = 0u64;
             for desc in rx_descs.iter().take(n).copied() {
                 bytes += desc.lengths().data() as u64;
-                let (decision, len) =
-                    decide_frame(&mut sockets, i, desc, snapshot, &mut state, burst_start);
+                let (decision, len) = decide_frame(
+                    &mut sockets,
+                    &ports,
+                    i,
+                    desc,
+                    snapshot,
+                    &mut state,
+                    burst_start,
+                );
                 dispose(
                     &mut sockets,
-                    &port_of,
+                    &ports,
                     &mut touched,
                     i,
                     desc,
@@ -508,9 +509,39 @@ fn run(
     Ok(())
 }
 
+/// The worker's ports by interface: a handful at most, so a linear scan of one short array
+/// beats hashing on the per-packet path.
+struct PortIndex {
+    /// (ifindex, port index in the socket set, the host-side MAC of that interface).
+    entries: Vec<(u32, usize, [u8; 6])>,
+}
+
+impl PortIndex {
+    fn new(sockets: &SocketSet) -> Self {
+        PortIndex {
+            entries: sockets
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.spec.ifindex, i, p.host_mac))
+                .collect(),
+        }
+    }
+
+    /// The port serving `ifindex` and its interface's MAC, if this worker serves it.
+    #[inline]
+    fn get(&self, ifindex: u32) -> Option<(usize, [u8; 6])> {
+        self.entries
+            .iter()
+            .find(|e| e.0 == ifindex)
+            .map(|&(_, port, mac)| (port, mac))
+    }
+}
+
 /// Parses and decides one received frame, rewriting its MACs when it is forwarded.
 fn decide_frame(
     sockets: &mut SocketSet,
+    ports: &PortIndex,
     port: usize,
     mut desc: FrameDesc,
     snapshot: &Snapshot,
@@ -518,13 +549,6 @@ fn decide_frame(
     now: u64,
 ) -> (Option<Decided>, usize) {
     let ingress = sockets.ports[port].spec.ifindex;
-    let egress_mac_of = |sockets: &SocketSet, ifindex: u32| {
-        sockets
-            .ports
-            .iter()
-            .find(|p| p.spec.ifindex == ifindex)
-            .map(|p| p.host_mac)
-    };
     let pool = sockets.ports[port].pool;
     // SAFETY: the frame came off this port's RX ring and belongs to its pool's UMEM; the
     // worker owns it until it is queued for TX or returned to the pool.
@@ -547,7 +571,7 @@ fn decide_frame(
         egress_ifindex,
         dst_mac,
     } = decision.disposition
-        && let Some(src_mac) = egress_mac_of(sockets, egress_ifindex)
+        && let Some((_, src_mac)) = ports.get(egress_ifindex)
     {
         // SAFETY: as above.
         let mut data = unsafe { sockets.pools[pool].umem.data_mut(&mut desc) };
@@ -572,7 +596,7 @@ struct Decided {
 #[allow(clippy::too_many_arguments)]
 fn dispose(
     sockets: &mut SocketSet,
-    port_of: &HashMap<u32, usize>,
+    ports: &PortIndex,
     touched: &mut [bool],
     port: usize,
     desc: FrameDesc,
@@ -599,8 +623,8 @@ fn dispose(
         return;
     };
     if let Disposition::Forward { egress_ifindex, .. } = decision.disposition {
-        match port_of.get(&egress_ifindex) {
-            Some(&out) => {
+        match ports.get(egress_ifindex) {
+            Some((out, _)) => {
                 if sockets.forward(pool, desc, out) {
                     touched[out] = true;
                 } else {
