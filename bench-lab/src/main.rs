@@ -459,5 +459,32 @@ mod tests {
             panic!("quick expected")
         };
         assert_eq!(q.common.flows, FlowMode::New);
+        assert_eq!(q.common.generator, GeneratorKind::LiveFrames);
+        let q = Cli::try_parse_from(["bench-lab", "quick", "--generator", "afxdp"]).expect("afxdp");
+        let Cmd::Quick(q) = q.command else {
+            panic!("quick expected")
+        };
+        assert_eq!(q.common.generator, GeneratorKind::Afxdp);
+        assert!(Cli::try_parse_from(["bench-lab", "run", "--generator", "pktgen"]).is_err());
+        let s = Cli::try_parse_from(["bench-lab", "storm", "--rate", "500", "--updater-cpu", "1"])
+            .expect("storm");
+        let Cmd::Storm(s) = s.command else {
+            panic!("storm expected")
+        };
+        assert_eq!((s.rate, s.updater_cpu, s.rules), (500.0, Some(1), 1_000));
+        assert!(Cli::try_parse_from(["bench-lab", "storm", "--systems", "iptables"]).is_err());
+        let t = Cli::try_parse_from(["bench-lab", "new-connections", "--systems", "nftables"])
+            .expect("new-connections");
+        let Cmd::NewConnections(t) = t.command else {
+            panic!("new-connections expected")
+        };
+        assert_eq!(
+            (t.systems.as_slice(), t.rules.as_slice()),
+            (&["nftables".to_owned()][..], &[10, 10_000][..])
+        );
+        assert!(
+            Cli::try_parse_from(["bench-lab", "new-connections", "--systems", "ovs-afxdp"])
+                .is_err()
+        );
     }
 }
