@@ -724,6 +724,8 @@ pub struct ScaleRow {
     pub runs: usize,
     /// Median forwarded rate, Mpps.
     pub mpps: f64,
+    /// Lowest and highest forwarded rate over the repetitions, Mpps (the noise).
+    pub mpps_range: (f64, f64),
     /// Median forwarded rate of each pair (= node core), Mpps.
     pub per_core_mpps: Vec<f64>,
     /// `mpps` over the same system and placement's median with one worker.
@@ -842,6 +844,12 @@ impl ScaleReport {
                     placement,
                     runs: ms.len(),
                     mpps: med(&|m| m.forwarded_pps / 1e6),
+                    mpps_range: ms
+                        .iter()
+                        .map(|m| m.forwarded_pps / 1e6)
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                            (lo.min(v), hi.max(v))
+                        }),
                     per_core_mpps: (0..workers)
                         .map(|i| med(&|m| m.pair_pps.get(i).copied().unwrap_or(f64::NAN) / 1e6))
                         .collect(),
@@ -871,7 +879,7 @@ impl ScaleReport {
     /// One JSON line per (system, workers, placement): `system`, `workers`, `placement`,
     /// `mpps`, `ns_per_packet` (node-core busy time summed over the node cores, per forwarded
     /// packet), `per_core_mpps`, `p99_us`, `loss`, and `ns_per_packet_threads`, `speedup`,
-    /// `generators_share_node_cores`, `runs`.
+    /// `mpps_range` (lowest, highest over the runs), `generators_share_node_cores`, `runs`.
     pub fn json_lines(&self) -> Vec<String> {
         self.rows()
             .into_iter()
@@ -887,6 +895,7 @@ impl ScaleReport {
                     "loss": r.loss,
                     "ns_per_packet_threads": r.ns_per_packet_threads.round(),
                     "speedup": r.speedup.map(|s| round(s, 2)),
+                    "mpps_range": [round(r.mpps_range.0, 3), round(r.mpps_range.1, 3)],
                     "generators_share_node_cores": r.generators_share_node_cores,
                     "runs": r.runs,
                 })
@@ -950,17 +959,19 @@ impl ScaleReport {
         }
         let _ = writeln!(
             s,
-            "| system | placement | workers | Mpps | speedup vs 1 worker | per-core Mpps | node ns/packet | threads ns/packet | p99 µs | loss |"
+            "| system | placement | workers | Mpps | Mpps min–max | speedup vs 1 worker | per-core Mpps | node ns/packet | threads ns/packet | p99 µs | loss |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for r in rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} % |",
+                "| {} | {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {:.2} % |",
                 r.system,
                 r.placement,
                 r.workers,
                 fmt_or_dash(r.mpps, 3),
+                fmt_or_dash(r.mpps_range.0, 3),
+                fmt_or_dash(r.mpps_range.1, 3),
                 r.speedup
                     .map(|v| format!("{v:.2}×"))
                     .unwrap_or_else(|| "–".into()),
@@ -1703,9 +1714,10 @@ mod tests {
         assert_eq!(v["per_core_mpps"].as_array().map(Vec::len), Some(2));
         let md = report.to_markdown();
         assert!(
-            md.contains("| kernel-forward | shared | 2 | 1.900 | 1.90× |"),
+            md.contains("| kernel-forward | shared | 2 | 1.900 | 1.800–2.000 | 1.90× |"),
             "{md}"
         );
+        assert_eq!(rows[0].mpps_range, (0.9, 1.2));
         assert!(md.contains("Generators share the node's cores"), "{md}");
         assert!(report.to_svg().expect("svg").contains("<svg"));
         let bad = ScaleConfig::new(
