@@ -6,7 +6,9 @@
 //! each direction, plus both stacks), then close with `SO_LINGER` 0 (an RST: no TIME_WAIT, so
 //! the ephemeral ports are reused and a run can make hundreds of thousands of connections).
 //! Every run is bounded by a connection count and by time. TX checksum offload is off on both
-//! pods' veths for every system ([`full_checksums`]).
+//! pods' veths for every system ([`full_checksums`]) unless `--checksum-offload` keeps the
+//! default, with which sluice's datapaths deliver segments with partial checksums and every
+//! handshake through them fails (BENCHMARKS.md).
 //!
 //! The systems' policies admit the lab's UDP traffic only; for this scenario each system is
 //! given the matching TCP rule in both directions (the handshake's replies cross the node too):
