@@ -181,6 +181,16 @@ pub struct ConnTable {
     last_sweep_ns: u64,
 }
 
+/// How long a connection of `protocol` stays without a packet (`closing`: it saw FIN or RST).
+fn timeout_for(timeouts: &Timeouts, protocol: u8, closing: bool) -> u64 {
+    match protocol {
+        IPPROTO_TCP if closing => timeouts.tcp_closing_ns,
+        IPPROTO_TCP => timeouts.tcp_ns,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => timeouts.icmp_ns,
+        _ => timeouts.datagram_ns,
+    }
+}
+
 /// Minimum time between two sweeps forced by a full table.
 const FULL_SWEEP_INTERVAL_NS: u64 = 100_000_000;
 
@@ -216,15 +226,6 @@ impl ConnTable {
         self.stats
     }
 
-    fn timeout_of(&self, key: &FlowKey, entry: &ConnEntry) -> u64 {
-        match key.protocol {
-            IPPROTO_TCP if entry.closing => self.timeouts.tcp_closing_ns,
-            IPPROTO_TCP => self.timeouts.tcp_ns,
-            IPPROTO_ICMP | IPPROTO_ICMPV6 => self.timeouts.icmp_ns,
-            _ => self.timeouts.datagram_ns,
-        }
-    }
-
     /// Whether `p` is a reply of a live connection whose ends still have the identities they
     /// had when it opened: `src_identity` is the reply's source (the connection's
     /// destination), `dst_identity` its destination. A reply refreshes the connection.
@@ -238,21 +239,19 @@ impl ConnTable {
         let Some(key) = FlowKey::reply_of(p) else {
             return ReplyMatch::NotTracked;
         };
-        let Some(entry) = self.entries.get(&key).copied() else {
+        let Some(entry) = self.entries.get_mut(&key) else {
             return ReplyMatch::NotTracked;
         };
-        if now_ns.saturating_sub(entry.last_seen_ns) > self.timeout_of(&key, &entry) {
+        let timeout = timeout_for(&self.timeouts, key.protocol, entry.closing);
+        if now_ns.saturating_sub(entry.last_seen_ns) > timeout {
             return ReplyMatch::NotTracked;
         }
         if entry.src_identity != dst_identity || entry.dst_identity != src_identity {
             self.stats.identity_changed += 1;
             return ReplyMatch::IdentityChanged;
         }
-        let closing = entry.closing || p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-        if let Some(e) = self.entries.get_mut(&key) {
-            e.last_seen_ns = now_ns;
-            e.closing = closing;
-        }
+        entry.last_seen_ns = now_ns;
+        entry.closing = entry.closing || p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
         self.stats.replies += 1;
         ReplyMatch::Reply
     }
@@ -269,17 +268,19 @@ impl ConnTable {
             return Recorded::Untracked;
         };
         let closing = p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-        if let Some(entry) = self.entries.get(&key).copied() {
-            let expired = now_ns.saturating_sub(entry.last_seen_ns) > self.timeout_of(&key, &entry);
+        // One probe: the entry is refreshed in place (the table is sized for the worker's
+        // connections, megabytes at the default capacity, so every probe is a likely miss).
+        if let Some(entry) = self.entries.get_mut(&key) {
+            let timeout = timeout_for(&self.timeouts, key.protocol, entry.closing);
+            let expired = now_ns.saturating_sub(entry.last_seen_ns) > timeout;
             let same_ends =
                 entry.src_identity == src_identity && entry.dst_identity == dst_identity;
-            let fresh = ConnEntry {
+            *entry = ConnEntry {
                 last_seen_ns: now_ns,
                 src_identity,
                 dst_identity,
                 closing: closing || (entry.closing && !expired && same_ends),
             };
-            self.entries.insert(key, fresh);
             if expired || !same_ends {
                 self.stats.created += 1;
                 return Recorded::New;
@@ -315,12 +316,7 @@ impl ConnTable {
         let timeouts = self.timeouts;
         let before = self.entries.len();
         self.entries.retain(|key, entry| {
-            let timeout = match key.protocol {
-                IPPROTO_TCP if entry.closing => timeouts.tcp_closing_ns,
-                IPPROTO_TCP => timeouts.tcp_ns,
-                IPPROTO_ICMP | IPPROTO_ICMPV6 => timeouts.icmp_ns,
-                _ => timeouts.datagram_ns,
-            };
+            let timeout = timeout_for(&timeouts, key.protocol, entry.closing);
             now_ns.saturating_sub(entry.last_seen_ns) <= timeout
         });
         self.stats.expired += (before - self.entries.len()) as u64;
