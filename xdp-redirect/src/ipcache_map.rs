@@ -48,22 +48,33 @@ impl PrefixKey {
 pub fn ipcache_entries(snapshot: &Snapshot) -> BTreeMap<PrefixKey, IpcacheValue> {
     let mut out = BTreeMap::new();
     for (prefix, hit) in snapshot.ipcache.iter() {
-        let endpoint_ifindex = match prefix {
-            IpNet::V4(n) if n.prefix_len() == 32 => snapshot.endpoints.by_ip(n.addr().into()),
-            IpNet::V6(n) if n.prefix_len() == 128 => snapshot.endpoints.by_ip(n.addr().into()),
-            _ => None,
-        }
-        .map_or(0, |e| e.ifindex);
         out.insert(
             PrefixKey::of(prefix),
-            IpcacheValue {
-                identity: hit.identity.0,
-                endpoint_ifindex,
-                flags: 0,
-            },
+            ipcache_value(snapshot, prefix, hit.identity.0),
         );
     }
     out
+}
+
+/// The ipcache entry of exactly `prefix`, if the snapshot has one (what
+/// [`ipcache_entries`] holds for that key).
+pub fn ipcache_entry(snapshot: &Snapshot, prefix: IpNet) -> Option<IpcacheValue> {
+    let (identity, _) = snapshot.ipcache.get(prefix)?;
+    Some(ipcache_value(snapshot, prefix, identity.0))
+}
+
+fn ipcache_value(snapshot: &Snapshot, prefix: IpNet, identity: u64) -> IpcacheValue {
+    let endpoint_ifindex = match prefix {
+        IpNet::V4(n) if n.prefix_len() == 32 => snapshot.endpoints.by_ip(n.addr().into()),
+        IpNet::V6(n) if n.prefix_len() == 128 => snapshot.endpoints.by_ip(n.addr().into()),
+        _ => None,
+    }
+    .map_or(0, |e| e.ifindex);
+    IpcacheValue {
+        identity,
+        endpoint_ifindex,
+        flags: 0,
+    }
 }
 
 /// Contents of the policy-CIDR tries.

@@ -19,6 +19,7 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use identity_cache::state::Snapshot;
+use ipnet::IpNet;
 
 use crate::abi::{
     CFG_ALLOW_FROM_HOST, CFG_CIDR_SELECTS_PODS, CFG_EVENTS_ALLOWED, CFG_FAIL_OPEN, CNT_DROP_BASE,
@@ -26,7 +27,7 @@ use crate::abi::{
     PolicyValue, VerdictEvent, XSK_SLOTS, XskSlotKey,
 };
 use crate::ipcache_map::{
-    InterfaceFacts, PrefixKey, cidr_entries, endpoint_entries, ipcache_entries,
+    InterfaceFacts, PrefixKey, cidr_entries, endpoint_entries, ipcache_entries, ipcache_entry,
 };
 use crate::policy_map::{PolicyKey, PolicyKeyOrd, kernel_policy};
 
@@ -843,6 +844,67 @@ impl Dataplane {
         let old = std::mem::take(&mut self.mirror.ipcache);
         stats += self.apply_prefixes(old, &ipcache, "ipcache_v4", "ipcache_v6")?;
         self.mirror.ipcache = ipcache;
+        Ok(stats)
+    }
+
+    /// Brings only the ipcache entries of `prefixes` in line with `snapshot`: the cheap
+    /// update for addresses added, moved or removed when nothing else changed since the last
+    /// [`sync`](Self::sync) (the caller knows: no identity came or went, no endpoint and no
+    /// policy changed, so the policy, endpoint and CIDR maps already hold what `snapshot`
+    /// says). Upserts are written before deletes, the map's room is checked first, and
+    /// `config`'s generation is bumped when anything was written, as `sync` does.
+    pub fn sync_ipcache(
+        &mut self,
+        snapshot: &Snapshot,
+        prefixes: &[IpNet],
+    ) -> Result<SyncStats, LoaderError> {
+        let mut old = BTreeMap::new();
+        let mut new = BTreeMap::new();
+        for prefix in prefixes {
+            let key = PrefixKey::of(*prefix);
+            if let Some(v) = self.mirror.ipcache.get(&key) {
+                old.insert(key, *v);
+            }
+            if let Some(v) = ipcache_entry(snapshot, *prefix) {
+                new.insert(key, v);
+            }
+        }
+        let added = |v4: bool| {
+            new.keys()
+                .filter(|k| matches!(k, PrefixKey::V4(..)) == v4 && !old.contains_key(*k))
+                .count()
+        };
+        let held = |v4: bool| {
+            self.mirror
+                .ipcache
+                .keys()
+                .filter(|k| matches!(k, PrefixKey::V4(..)) == v4)
+                .count()
+        };
+        let (need_v4, need_v6) = (held(true) + added(true), held(false) + added(false));
+        self.check_room("ipcache_v4", need_v4)?;
+        self.check_room("ipcache_v6", need_v6)?;
+        let applied = self.apply_prefixes(old.clone(), &new, "ipcache_v4", "ipcache_v6");
+        if applied.is_ok() {
+            for key in old.keys() {
+                self.mirror.ipcache.remove(key);
+            }
+            self.mirror.ipcache.extend(new);
+        } else {
+            // Unknown how far it got: the next sync rewrites every wanted entry and retries
+            // every delete (the old values stay in the mirror for those).
+            for key in new.keys() {
+                self.mirror.ipcache.remove(key);
+            }
+            self.config_stale = true;
+        }
+        let bumped = if self.config_stale {
+            self.write_config(self.settings)
+        } else {
+            Ok(())
+        };
+        let stats = applied?;
+        bumped?;
         Ok(stats)
     }
 
