@@ -36,6 +36,7 @@ use crate::api::{
     CniAttachment, EndpointStatus, IdentityEntry, MapStatus, PolicyStatus, Rejection, Request,
     Response, StatusReport, TraceDirection, TracePeer, TraceRequest, TraceResult, WorkerStatus,
 };
+use crate::source::kube::KubeChanges;
 use crate::source::{Desired, EndpointMode, EndpointSpec, RemoteWorkload, Source};
 
 /// Messages to the controller.
@@ -92,6 +93,11 @@ pub struct Controller {
     policies: BTreeMap<PolicyKey, (String, identity_cache::policy::Policy)>,
     rejected: Vec<Rejection>,
     apply_rejected: Vec<Rejection>,
+    /// Pods on other nodes refused by the identity cache, by UID (kept apart so that an
+    /// incremental update can settle one pod's refusal without the others).
+    remote_rejected: BTreeMap<String, Rejection>,
+    /// The desired state was read whole at least once (incremental updates build on it).
+    have_desired: bool,
     facts: Facts,
     hub: Arc<FlowHub>,
     started: Instant,
@@ -203,6 +209,8 @@ impl Controller {
             policies: BTreeMap::new(),
             rejected: Vec::new(),
             apply_rejected: Vec::new(),
+            remote_rejected: BTreeMap::new(),
+            have_desired: false,
             facts: Facts::default(),
             hub,
             started: Instant::now(),
@@ -224,28 +232,32 @@ impl Controller {
         self.reconcile(true);
         let mut last_scan = Instant::now();
         let tick = Duration::from_millis(50);
+        // Without notifications the source is only rescanned; a channel that never fires
+        // stands in for the missing one.
+        let (_never_tx, never) = crossbeam::channel::bounded::<()>(1);
+        let changes = watch.as_ref().unwrap_or(&never);
+        let settle = self.source.settle_time();
         loop {
-            match inbox.recv_timeout(tick) {
-                Ok(ControlMsg::Shutdown)
-                | Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
-                    break;
-                }
-                Ok(ControlMsg::Query(request, reply)) => {
-                    let _ = reply.send(self.answer(*request));
-                }
-                Ok(ControlMsg::Metrics(reply)) => {
-                    let _ = reply.send(self.metrics());
-                }
-                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
-            }
-            let changed = watch.as_ref().is_some_and(|rx| rx.try_recv().is_ok());
-            if changed || last_scan.elapsed() >= Duration::from_secs(2) {
-                if changed {
-                    // Let an editor finish writing (several events per save).
-                    std::thread::sleep(Duration::from_millis(30));
-                    if let Some(rx) = watch.as_ref() {
-                        while rx.try_recv().is_ok() {}
+            let mut changed = false;
+            crossbeam::channel::select! {
+                recv(inbox) -> msg => match msg {
+                    Ok(ControlMsg::Shutdown) | Err(_) => break,
+                    Ok(ControlMsg::Query(request, reply)) => {
+                        let _ = reply.send(self.answer(*request));
                     }
+                    Ok(ControlMsg::Metrics(reply)) => {
+                        let _ = reply.send(self.metrics());
+                    }
+                },
+                recv(changes) -> _ => changed = true,
+                default(tick) => {}
+            }
+            changed |= changes.try_recv().is_ok();
+            if changed || last_scan.elapsed() >= Duration::from_secs(2) {
+                if changed && !settle.is_zero() {
+                    // Let an editor finish writing (several events per save).
+                    std::thread::sleep(settle);
+                    while changes.try_recv().is_ok() {}
                 }
                 last_scan = Instant::now();
                 self.reconcile(false);
@@ -282,16 +294,30 @@ impl Controller {
             // keeps enforcing what it had (pinned maps from a previous agent included).
             return;
         }
-        let changed = self.source.refresh();
+        let changes = self.source.take_changes();
         let unresolved = self
             .apply_rejected
             .iter()
             .any(|r| r.reason.contains("interface"));
-        if !(changed || force || unresolved) {
-            return;
+        match changes {
+            KubeChanges::Pods(touched) if self.have_desired && !force => {
+                // Only pods changed: the desired state is updated for them alone, and pods on
+                // other nodes are applied alone (this node's endpoints take the whole diff).
+                let update = self.source.update_pods(&touched, &mut self.desired);
+                if update.local || unresolved {
+                    self.apply();
+                } else if !update.remote.is_empty() {
+                    self.apply_remote(&update.remote);
+                }
+            }
+            KubeChanges::None if !(force || unresolved) => {}
+            KubeChanges::None if self.have_desired => self.apply(),
+            _ => {
+                self.desired = self.source.desired();
+                self.have_desired = true;
+                self.apply();
+            }
         }
-        self.desired = self.source.desired();
-        self.apply();
     }
 
     /// The endpoints to enforce: the source's, with the CNI plugin's attachments filled in
@@ -464,51 +490,13 @@ impl Controller {
             .filter(|uid| !desired.remote.contains_key(*uid))
             .cloned()
             .collect();
+        self.remote_rejected
+            .retain(|uid, _| desired.remote.contains_key(uid));
         for uid in stale {
-            self.remote.remove(&uid);
-            self.cache.remove_workload(&uid);
-            revoked = true;
+            revoked |= self.apply_remote_pod(&uid, desired);
         }
-        for (uid, pod) in &desired.remote {
-            if self.remote.get(uid) == Some(pod) {
-                continue;
-            }
-            let ns_labels = desired
-                .namespaces
-                .get(&pod.namespace)
-                .cloned()
-                .unwrap_or_default();
-            let previous = self.remote.get(uid).map(|p| p.labels.clone());
-            let workload = Workload {
-                uid: uid.clone(),
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                labels: workload_labels(
-                    &WorkloadMeta {
-                        namespace: &pod.namespace,
-                        pod_labels: Some(&pod.labels),
-                        namespace_labels: Some(&ns_labels),
-                        service_account: Some(&pod.service_account),
-                        cluster: Some("default"),
-                    },
-                    &LabelFilter::default(),
-                ),
-                ips: pod.ips.clone(),
-                named_ports: pod.ports.clone(),
-                source: IpSource::ApiServer,
-                local: None,
-            };
-            match self.cache.upsert_workload(workload) {
-                Ok(_) => {
-                    revoked |= previous.is_some_and(|l| l != pod.labels);
-                    self.remote.insert(uid.clone(), pod.clone());
-                }
-                Err(e) => rejected.push(Rejection {
-                    origin: format!("Pod {}/{}", pod.namespace, pod.name),
-                    line: None,
-                    reason: e.to_string(),
-                }),
-            }
+        for uid in desired.remote.keys() {
+            revoked |= self.apply_remote_pod(uid, desired);
         }
 
         // Endpoints gone, or moved to another interface / identity.
@@ -589,17 +577,8 @@ impl Controller {
             }
         }
 
-        // Publish; revocations wait for every worker to move past the old snapshot.
-        let generation = self.cache.publish();
-        if revoked
-            && let Err(e) = self
-                .cache
-                .wait_for_readers(generation, Duration::from_secs(1))
-        {
-            tracing::warn!("revocation barrier: {e}; the slow workers are checked by health");
-        }
-
-        // Interface facts, maps, attachments.
+        // Interface facts, then publication (revocations wait for every worker to move past
+        // the old snapshot) and the maps, then attachments.
         self.facts = Facts::default();
         for a in self.applied.values() {
             let mac = fastpath::socket::interface_mac(&a.spec.interface).unwrap_or_default();
@@ -608,17 +587,12 @@ impl Controller {
                 self.facts.kernel_mode.insert(a.ifindex);
             }
         }
-        let snapshot = self.cache.pending();
-        match self.plane.sync(&snapshot, &self.facts) {
-            Ok(_) => self.last_sync = Instant::now(),
-            Err(e) => {
-                tracing::error!("syncing the BPF maps: {e}");
-                rejected.push(Rejection {
-                    origin: "dataplane".into(),
-                    line: None,
-                    reason: format!("BPF maps not synced: {e}"),
-                });
-            }
+        if let Err(reason) = self.publish_and_sync(revoked, None) {
+            rejected.push(Rejection {
+                origin: "dataplane".into(),
+                line: None,
+                reason,
+            });
         }
         let wanted: BTreeSet<u32> = self.applied.values().map(|a| a.ifindex).collect();
         let attached: BTreeSet<u32> = self.plane.attachments().map(|(i, _)| i).collect();
@@ -648,15 +622,162 @@ impl Controller {
             }
         }
 
+        self.apply_rejected = rejected;
+        self.collect_rejected(desired);
+    }
+
+    /// Everything refused: the source's, the endpoints', the remote pods'. Logged when it
+    /// changes.
+    fn collect_rejected(&mut self, desired: &Desired) {
         let mut all = desired.rejected.clone();
-        all.extend(rejected.iter().cloned());
+        all.extend(self.apply_rejected.iter().cloned());
+        all.extend(self.remote_rejected.values().cloned());
         if all != self.rejected {
-            for r in &all {
+            for r in all.iter().filter(|r| !self.rejected.contains(r)) {
                 tracing::warn!(origin = %r.origin, line = ?r.line, "rejected: {}", r.reason);
             }
         }
         self.rejected = all;
-        self.apply_rejected = rejected;
+    }
+
+    /// Brings one pod on another node in line with `desired`: upserts its ipcache entries,
+    /// or removes them (owner-checked by UID) when it is no longer there. Whether an identity
+    /// was revoked (the caller waits for the workers before the maps change).
+    fn apply_remote_pod(&mut self, uid: &str, desired: &Desired) -> bool {
+        let Some(pod) = desired.remote.get(uid) else {
+            self.remote_rejected.remove(uid);
+            if self.remote.remove(uid).is_some() {
+                self.cache.remove_workload(uid);
+                return true;
+            }
+            return false;
+        };
+        if self.remote.get(uid) == Some(pod) {
+            return false;
+        }
+        let ns_labels = desired
+            .namespaces
+            .get(&pod.namespace)
+            .cloned()
+            .unwrap_or_default();
+        let previous = self.remote.get(uid).map(|p| p.labels.clone());
+        let workload = Workload {
+            uid: uid.to_owned(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            labels: workload_labels(
+                &WorkloadMeta {
+                    namespace: &pod.namespace,
+                    pod_labels: Some(&pod.labels),
+                    namespace_labels: Some(&ns_labels),
+                    service_account: Some(&pod.service_account),
+                    cluster: Some("default"),
+                },
+                &LabelFilter::default(),
+            ),
+            ips: pod.ips.clone(),
+            named_ports: pod.ports.clone(),
+            source: IpSource::ApiServer,
+            local: None,
+        };
+        match self.cache.upsert_workload(workload) {
+            Ok(_) => {
+                self.remote_rejected.remove(uid);
+                self.remote.insert(uid.to_owned(), pod.clone());
+                previous.is_some_and(|l| l != pod.labels)
+            }
+            Err(e) => {
+                self.remote_rejected.insert(
+                    uid.to_owned(),
+                    Rejection {
+                        origin: format!("Pod {}/{}", pod.namespace, pod.name),
+                        line: None,
+                        reason: e.to_string(),
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// Applies changes to pods on other nodes only (the common event in a large cluster):
+    /// their ipcache entries, then publication and the map sync. Endpoints, attachments and
+    /// workers are untouched.
+    fn apply_remote(&mut self, uids: &[String]) {
+        let desired = std::mem::take(&mut self.desired);
+        let mut revoked = false;
+        let identities_before = self.cache.registry().len();
+        let mut old_identities = Vec::new();
+        let mut addresses = Vec::new();
+        let mut refused = false;
+        for uid in uids {
+            if let Some(id) = self.cache.workload_identity(uid) {
+                old_identities.push(id);
+            }
+            let before = self.remote.get(uid).map(|p| p.ips.clone());
+            revoked |= self.apply_remote_pod(uid, &desired);
+            refused |= self.remote_rejected.contains_key(uid);
+            addresses.extend(before.into_iter().flatten());
+            addresses.extend(
+                desired
+                    .remote
+                    .get(uid)
+                    .into_iter()
+                    .flat_map(|p| p.ips.clone()),
+            );
+        }
+        // With the same identities in use (none came, none went), the compiled policy is
+        // what the maps hold, and only these addresses' ipcache entries can differ.
+        let same_identities = !refused
+            && self.cache.registry().len() == identities_before
+            && old_identities
+                .iter()
+                .all(|id| self.cache.registry().get(*id).is_some());
+        let prefixes: Vec<ipnet::IpNet> = addresses.into_iter().map(ipnet::IpNet::from).collect();
+        let synced = self.publish_and_sync(revoked, same_identities.then_some(&prefixes[..]));
+        self.apply_rejected.retain(|r| r.origin != "dataplane");
+        if let Err(reason) = synced {
+            self.apply_rejected.push(Rejection {
+                origin: "dataplane".into(),
+                line: None,
+                reason,
+            });
+        }
+        self.collect_rejected(&desired);
+        self.desired = desired;
+    }
+
+    /// Publishes the pending state (revocations wait for every worker to move past the old
+    /// snapshot) and syncs the BPF maps with it: all of them, or only the ipcache entries of
+    /// `only` when the caller knows nothing else changed. Whether the sync succeeded.
+    fn publish_and_sync(
+        &mut self,
+        revoked: bool,
+        only: Option<&[ipnet::IpNet]>,
+    ) -> Result<(), String> {
+        let generation = self.cache.publish();
+        if revoked
+            && let Err(e) = self
+                .cache
+                .wait_for_readers(generation, Duration::from_secs(1))
+        {
+            tracing::warn!("revocation barrier: {e}; the slow workers are checked by health");
+        }
+        let snapshot = self.cache.pending();
+        let synced = match only {
+            Some(prefixes) => self.plane.sync_ipcache(&snapshot, prefixes),
+            None => self.plane.sync(&snapshot, &self.facts),
+        };
+        match synced {
+            Ok(_) => {
+                self.last_sync = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("syncing the BPF maps: {e}");
+                Err(format!("BPF maps not synced: {e}"))
+            }
+        }
     }
 
     fn restart_workers_if_needed(&mut self) {

@@ -48,8 +48,53 @@ struct Health {
     errors: AtomicU64,
     last_error: Mutex<String>,
     dirty: AtomicBool,
+    /// Something other than a pod changed (or a watch re-listed): the desired state must be
+    /// rebuilt from the stores.
+    full: AtomicBool,
+    /// Pods added, changed or deleted since the last [`KubeSource::take_changes`].
+    pods: Mutex<Vec<PodTouch>>,
     /// Every watch has listed its objects once.
     ready: AtomicBool,
+}
+
+/// A pod that an event touched: enough to find it in the store, or to know which entry to
+/// remove when it is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodTouch {
+    /// Pod UID (the owner of its ipcache entries).
+    pub uid: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// What changed since the last [`KubeSource::take_changes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeChanges {
+    /// Nothing.
+    None,
+    /// Namespaces or policies changed, or a watch re-listed: rebuild the desired state.
+    Full,
+    /// Only these pods changed: update the desired state for them alone.
+    Pods(Vec<PodTouch>),
+}
+
+/// What [`KubeSource::update_pods`] changed in a desired state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodUpdate {
+    /// A pod of this node was added, changed or removed (its endpoint must be re-applied).
+    pub local: bool,
+    /// UIDs of pods on other nodes whose entry was added, changed or removed.
+    pub remote: Vec<String>,
+}
+
+/// A pod's place in the desired state.
+enum PodEntry {
+    /// On this node: an endpoint once the CNI plugin attaches it.
+    Local(EndpointSpec),
+    /// On another node, with addresses: an ipcache entry.
+    Remote(String, RemoteWorkload),
 }
 
 fn now_ns() -> u64 {
@@ -86,11 +131,41 @@ type ParseResult = Result<identity_cache::policy::Policy, String>;
 /// A condition as written: (observed generation, status, message).
 type WrittenCondition = (Option<i64>, String, String);
 
+/// Records a pod event: the touched pod for an incremental update, a re-list as a full one.
+fn note_pod_event(health: &Health, event: &watcher::Event<Pod>) {
+    match event {
+        watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => {
+            if let (Some(uid), Some(namespace)) = (pod.uid(), pod.namespace())
+                && let Ok(mut pods) = health.pods.lock()
+            {
+                pods.push(PodTouch {
+                    uid,
+                    namespace,
+                    name: pod.name_any(),
+                });
+            } else {
+                health.full.store(true, Ordering::SeqCst);
+            }
+        }
+        // The store swaps in the new list at InitDone; nothing changed before.
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => health.full.store(true, Ordering::SeqCst),
+    }
+}
+
+/// Records an event of any other kind: the desired state is rebuilt.
+fn note_other_event<K>(health: &Health, event: &watcher::Event<K>) {
+    if !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+        health.full.store(true, Ordering::SeqCst);
+    }
+}
+
 fn spawn_watch<K>(
     runtime: &tokio::runtime::Handle,
     api: Api<K>,
     health: Arc<Health>,
     tx: crossbeam::channel::Sender<()>,
+    note: fn(&Health, &watcher::Event<K>),
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -101,11 +176,20 @@ where
     runtime.spawn(async move {
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            // Nothing the agent reads is in the server-side-apply bookkeeping or in kubectl's
+            // copy of the last applied object; in a large cluster they are most of the bytes.
+            .modify(|object: &mut K| {
+                object.meta_mut().managed_fields = None;
+                if let Some(a) = object.meta_mut().annotations.as_mut() {
+                    a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                }
+            })
             .reflect(writer);
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
+                Ok(event) => {
+                    note(&health, &event);
                     health.last_event_ns.store(now_ns(), Ordering::Relaxed);
                     health.dirty.store(true, Ordering::Relaxed);
                     let _ = tx.try_send(());
@@ -178,26 +262,36 @@ impl KubeSource {
                 Api::all(client.clone()),
                 health.clone(),
                 tx.clone(),
+                note_pod_event,
             ),
             namespaces: spawn_watch(
                 runtime,
                 Api::all(client.clone()),
                 health.clone(),
                 tx.clone(),
+                note_other_event,
             ),
             netpols: spawn_watch(
                 runtime,
                 Api::all(client.clone()),
                 health.clone(),
                 tx.clone(),
+                note_other_event,
             ),
             sluice: spawn_watch(
                 runtime,
                 Api::all(client.clone()),
                 health.clone(),
                 tx.clone(),
+                note_other_event,
             ),
-            sluice_cluster: spawn_watch(runtime, Api::all(client.clone()), health.clone(), tx),
+            sluice_cluster: spawn_watch(
+                runtime,
+                Api::all(client.clone()),
+                health.clone(),
+                tx,
+                note_other_event,
+            ),
         };
         let (ready_stores, ready_health) = (stores.clone(), Arc::clone(&health));
         runtime.spawn(async move {
@@ -206,6 +300,7 @@ impl KubeSource {
             let _ = ready_stores.netpols.wait_until_ready().await;
             let _ = ready_stores.sluice.wait_until_ready().await;
             let _ = ready_stores.sluice_cluster.wait_until_ready().await;
+            ready_health.full.store(true, Ordering::SeqCst);
             ready_health.ready.store(true, Ordering::SeqCst);
             ready_health.dirty.store(true, Ordering::SeqCst);
         });
@@ -253,6 +348,93 @@ impl KubeSource {
         self.health.dirty.swap(false, Ordering::Relaxed)
     }
 
+    /// What changed since the last call: nothing, only some pods (the common case: a pod
+    /// scheduled, started or deleted), or something that needs the whole desired state.
+    pub fn take_changes(&self) -> KubeChanges {
+        self.health.dirty.store(false, Ordering::Relaxed);
+        let pods = self
+            .health
+            .pods
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        if self.health.full.swap(false, Ordering::SeqCst) {
+            KubeChanges::Full
+        } else if pods.is_empty() {
+            KubeChanges::None
+        } else {
+            KubeChanges::Pods(pods)
+        }
+    }
+
+    /// Brings `desired` (built by [`desired`](Self::desired) and kept up to date by this
+    /// function) in line with the stores for the touched pods only.
+    pub fn update_pods(&self, touched: &[PodTouch], desired: &mut Desired) -> PodUpdate {
+        let mut update = PodUpdate::default();
+        for t in touched {
+            let key = (t.namespace.clone(), t.name.clone());
+            let current = self
+                .stores
+                .pods
+                .get(&reflector::ObjectRef::new(&t.name).within(&t.namespace));
+            let entry = current.as_deref().and_then(|pod| self.pod_entry(pod));
+            // The touched UID's remote entry: replaced or gone.
+            match entry {
+                Some(PodEntry::Remote(uid, workload)) => {
+                    if uid != t.uid && desired.remote.remove(&t.uid).is_some() {
+                        update.remote.push(t.uid.clone());
+                    }
+                    if desired.remote.get(&uid) != Some(&workload) {
+                        desired.remote.insert(uid.clone(), workload);
+                        update.remote.push(uid);
+                    }
+                    if desired.awaiting_cni.remove(&key).is_some() {
+                        desired
+                            .origins
+                            .remove(&format!("Endpoint {}/{}", t.namespace, t.name));
+                        update.local = true;
+                    }
+                }
+                Some(PodEntry::Local(spec)) => {
+                    if desired.remote.remove(&t.uid).is_some() {
+                        update.remote.push(t.uid.clone());
+                    }
+                    if desired.awaiting_cni.get(&key) != Some(&spec) {
+                        desired.origins.insert(
+                            format!("Endpoint {}/{}", t.namespace, t.name),
+                            format!("Pod {}/{}", t.namespace, t.name),
+                        );
+                        desired.awaiting_cni.insert(key, spec);
+                        update.local = true;
+                    }
+                }
+                None => {
+                    if desired.remote.remove(&t.uid).is_some() {
+                        update.remote.push(t.uid.clone());
+                    }
+                    // Only the touched pod's own entry goes: a pod of the same name created
+                    // since (another UID) keeps its place.
+                    if current.is_none()
+                        || desired
+                            .awaiting_cni
+                            .get(&key)
+                            .is_some_and(|s| s.uid == t.uid)
+                    {
+                        if desired.awaiting_cni.remove(&key).is_some() {
+                            desired
+                                .origins
+                                .remove(&format!("Endpoint {}/{}", t.namespace, t.name));
+                            update.local = true;
+                        }
+                    }
+                }
+            }
+        }
+        update.remote.sort();
+        update.remote.dedup();
+        update
+    }
+
     /// How long since the last watch event or list (`None` before the first).
     pub fn staleness(&self) -> Option<Duration> {
         match self.health.last_event_ns.load(Ordering::Relaxed) {
@@ -285,53 +467,19 @@ impl KubeSource {
             d.namespaces.insert(ns.name_any(), ns.labels().clone());
         }
         for pod in self.stores.pods.state() {
-            if is_gone(&pod) || pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-                continue;
-            }
-            let ips = pod_ips(&pod);
-            let (Some(uid), Some(namespace)) = (pod.uid(), pod.namespace()) else {
-                continue;
-            };
-            let name = pod.name_any();
-            let service_account = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into());
-            let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node);
-            if local {
-                d.origins.insert(
-                    format!("Endpoint {namespace}/{name}"),
-                    format!("Pod {namespace}/{name}"),
-                );
-                d.awaiting_cni.insert(
-                    (namespace.clone(), name.clone()),
-                    EndpointSpec {
-                        namespace,
-                        name,
-                        uid,
-                        labels: pod.labels().clone(),
-                        service_account,
-                        interface: String::new(),
-                        ips,
-                        mac: [0; 6],
-                        ports: named_ports(&pod),
-                        mode: EndpointMode::Enforce,
-                        init: false,
-                    },
-                );
-            } else if !ips.is_empty() {
-                d.remote.insert(
-                    uid,
-                    RemoteWorkload {
-                        namespace,
-                        name,
-                        labels: pod.labels().clone(),
-                        service_account,
-                        ips,
-                        ports: named_ports(&pod),
-                    },
-                );
+            match self.pod_entry(&pod) {
+                Some(PodEntry::Local(spec)) => {
+                    let (namespace, name) = (spec.namespace.clone(), spec.name.clone());
+                    d.origins.insert(
+                        format!("Endpoint {namespace}/{name}"),
+                        format!("Pod {namespace}/{name}"),
+                    );
+                    d.awaiting_cni.insert((namespace, name), spec);
+                }
+                Some(PodEntry::Remote(uid, workload)) => {
+                    d.remote.insert(uid, workload);
+                }
+                None => {}
             }
         }
         let mut parsed: Vec<(
@@ -345,10 +493,12 @@ impl KubeSource {
                 np.namespace().unwrap_or_default(),
                 np.name_any()
             );
-            let mut doc = serde_json::to_value(&*np).unwrap_or(Value::Null);
-            doc["apiVersion"] = json!("networking.k8s.io/v1");
-            doc["kind"] = json!("NetworkPolicy");
-            let result = self.parse_cached(&*np, &doc);
+            let result = self.parse_cached(&*np, || {
+                let mut doc = serde_json::to_value(&*np).unwrap_or(Value::Null);
+                doc["apiVersion"] = json!("networking.k8s.io/v1");
+                doc["kind"] = json!("NetworkPolicy");
+                doc
+            });
             parsed.push((origin, None, result));
         }
         for sp in self.stores.sluice.state() {
@@ -357,13 +507,14 @@ impl KubeSource {
                 sp.namespace().unwrap_or_default(),
                 sp.name_any()
             );
-            let doc = json!({
-                "apiVersion": "cilium.io/v2",
-                "kind": "CiliumNetworkPolicy",
-                "metadata": {"name": sp.name_any(), "namespace": sp.namespace()},
-                "spec": sp.spec.rules,
+            let result = self.parse_cached(&*sp, || {
+                json!({
+                    "apiVersion": "cilium.io/v2",
+                    "kind": "CiliumNetworkPolicy",
+                    "metadata": {"name": sp.name_any(), "namespace": sp.namespace()},
+                    "spec": sp.spec.rules,
+                })
             });
-            let result = self.parse_cached(&*sp, &doc);
             let ns = sp.namespace().unwrap_or_default();
             self.write_status(
                 Api::<SluicePolicy>::namespaced(self.client.clone(), &ns),
@@ -376,13 +527,14 @@ impl KubeSource {
         }
         for sp in self.stores.sluice_cluster.state() {
             let origin = format!("SluiceClusterPolicy {}", sp.name_any());
-            let doc = json!({
-                "apiVersion": "cilium.io/v2",
-                "kind": "CiliumClusterwideNetworkPolicy",
-                "metadata": {"name": sp.name_any()},
-                "spec": sp.spec.rules,
+            let result = self.parse_cached(&*sp, || {
+                json!({
+                    "apiVersion": "cilium.io/v2",
+                    "kind": "CiliumClusterwideNetworkPolicy",
+                    "metadata": {"name": sp.name_any()},
+                    "spec": sp.spec.rules,
+                })
             });
-            let result = self.parse_cached(&*sp, &doc);
             self.write_status(
                 Api::<SluiceClusterPolicy>::all(self.client.clone()),
                 format!("SluiceClusterPolicy/{}", sp.name_any()),
@@ -433,6 +585,52 @@ impl KubeSource {
             }
         }
         d
+    }
+
+    /// Where `pod` belongs in the desired state, if anywhere (not when it is terminating,
+    /// finished, on the host network, or on another node without an address yet).
+    fn pod_entry(&self, pod: &Pod) -> Option<PodEntry> {
+        if is_gone(pod) || pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+            return None;
+        }
+        let ips = pod_ips(pod);
+        let (uid, namespace) = (pod.uid()?, pod.namespace()?);
+        let name = pod.name_any();
+        let service_account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node);
+        if local {
+            Some(PodEntry::Local(EndpointSpec {
+                namespace,
+                name,
+                uid,
+                labels: pod.labels().clone(),
+                service_account,
+                interface: String::new(),
+                ips,
+                mac: [0; 6],
+                ports: named_ports(pod),
+                mode: EndpointMode::Enforce,
+                init: false,
+            }))
+        } else if !ips.is_empty() {
+            Some(PodEntry::Remote(
+                uid,
+                RemoteWorkload {
+                    namespace,
+                    name,
+                    labels: pod.labels().clone(),
+                    service_account,
+                    ips,
+                    ports: named_ports(pod),
+                },
+            ))
+        } else {
+            None
+        }
     }
 
     /// Writes the `Accepted` condition of a sluice policy object through `api` when it differs
@@ -490,10 +688,11 @@ impl KubeSource {
 }
 
 impl KubeSource {
-    /// The parse of `doc`, from the cache when the object has not changed since.
-    fn parse_cached<K: Resource>(&self, object: &K, doc: &Value) -> ParseResult {
+    /// The parse of the document `doc` makes, from the cache when the object has not changed
+    /// since (the document is then not even built).
+    fn parse_cached<K: Resource>(&self, object: &K, doc: impl FnOnce() -> Value) -> ParseResult {
         let (Some(uid), Some(version)) = (object.uid(), object.resource_version()) else {
-            return parse_policy(doc);
+            return parse_policy(&doc());
         };
         if let Ok(cache) = self.parsed.lock()
             && let Some((v, result)) = cache.get(&uid)
@@ -501,7 +700,7 @@ impl KubeSource {
         {
             return result.clone();
         }
-        let result = parse_policy(doc);
+        let result = parse_policy(&doc());
         if let Ok(mut cache) = self.parsed.lock() {
             cache.insert(uid, (version, result.clone()));
         }

@@ -154,6 +154,44 @@ impl Source {
         }
     }
 
+    /// What changed since the last call (the incremental form of [`refresh`](Self::refresh)):
+    /// a directory rescan is always whole; the Kubernetes source says which pods changed when
+    /// nothing else did.
+    pub fn take_changes(&mut self) -> kube::KubeChanges {
+        match self {
+            Source::Files { dir, .. } => {
+                if dir.scan() {
+                    kube::KubeChanges::Full
+                } else {
+                    kube::KubeChanges::None
+                }
+            }
+            Source::Kube(k) => k.take_changes(),
+        }
+    }
+
+    /// Updates `desired` for the pods in `touched` only (see
+    /// [`kube::KubeSource::update_pods`]); a directory source has no pods to touch.
+    pub fn update_pods(
+        &self,
+        touched: &[kube::PodTouch],
+        desired: &mut Desired,
+    ) -> kube::PodUpdate {
+        match self {
+            Source::Files { .. } => kube::PodUpdate::default(),
+            Source::Kube(k) => k.update_pods(touched, desired),
+        }
+    }
+
+    /// How long to wait after a change notification for the rest of its burst (an editor
+    /// writes a file in several steps; a watch event is complete as it comes).
+    pub fn settle_time(&self) -> std::time::Duration {
+        match self {
+            Source::Files { .. } => std::time::Duration::from_millis(30),
+            Source::Kube(_) => std::time::Duration::ZERO,
+        }
+    }
+
     /// Whether the source has its complete state (until then nothing is applied, and the
     /// dataplane keeps enforcing what it had).
     pub fn is_ready(&self) -> bool {
