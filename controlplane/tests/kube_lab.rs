@@ -226,6 +226,19 @@ fn lab() -> Option<KubeLab> {
     Some(lab)
 }
 
+/// A minimal `cilium.io/v2` CRD (schema left open), as the Cilium chart installs it.
+fn cilium_crd(kind: &str, plural: &str, scope: &str) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": format!("{plural}.cilium.io")},
+           "spec": {"group": "cilium.io", "scope": scope,
+                    "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                              "listKind": format!("{kind}List")},
+                    "versions": [{"name": "v2", "served": true, "storage": true,
+                                  "subresources": {"status": {}},
+                                  "schema": {"openAPIV3Schema": {"type": "object",
+                                      "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
 const ALLOW: &str = r#"{"apiVersion": "sluice.dev/v1alpha1", "kind": "SluicePolicy",
   "metadata": {"name": "allow-frontend", "namespace": "shop"},
   "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
@@ -250,6 +263,15 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
     lab.pod("api", "backend", NODE, "10.89.0.251");
     lab.pod("far", "remote", "node-b", "10.99.0.7");
     let _agent = lab.agent();
+    // No Cilium CRDs in this cluster: nothing to watch, and the agent says so.
+    let status: Value =
+        serde_json::from_str(&lab.harness().cli(&["status", "-o", "json"])).expect("status");
+    assert!(
+        status["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("no cilium.io/v2 policy CRDs")),
+        "{status}"
+    );
 
     // This node's pods, attached by the runtime's CNI chain.
     let web = Netns::new("skw");
@@ -445,6 +467,114 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
     stop.store(true, Ordering::Relaxed);
     let _ = (s1.join(), s2.join());
     let _ = web_ip;
+    for (pod, name) in [(&web, "web"), (&api, "api")] {
+        let conf = json!({"cniVersion": "1.0.0", "name": lab.network, "type": "sluice-cni",
+                          "agentSocket": lab.socket.display().to_string()});
+        let _ = cni(&lab.node, SLUICE_CNI, "DEL", pod, name, &conf);
+        let _ = cni(&lab.node, PTP, "DEL", pod, name, &lab.ptp_conf());
+    }
+}
+
+#[test]
+fn cilium_policies_in_the_cluster_are_enforced_and_never_written() {
+    let Some(lab) = lab() else {
+        return;
+    };
+    for (kind, plural, scope) in [
+        ("CiliumNetworkPolicy", "ciliumnetworkpolicies", "Namespaced"),
+        (
+            "CiliumClusterwideNetworkPolicy",
+            "ciliumclusterwidenetworkpolicies",
+            "Cluster",
+        ),
+    ] {
+        lab.create(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            cilium_crd(kind, plural, scope),
+        );
+        let served = support::wait_for(Duration::from_secs(20), || {
+            let (code, _) = lab
+                .api
+                .curl("GET", &format!("/apis/cilium.io/v2/{plural}"), None, None)
+                .ok()?;
+            (code == 200).then_some(())
+        });
+        assert!(served.is_some(), "CRD {plural} not served");
+    }
+    let cnps = "/apis/cilium.io/v2/namespaces/shop/ciliumnetworkpolicies";
+    lab.create(
+        cnps,
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+               "metadata": {"name": "cnp-allow-7070", "namespace": "shop"},
+               "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
+                        "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "frontend"}}],
+                                     "toPorts": [{"ports": [{"port": "7070", "protocol": "TCP"}]}]}]}}),
+    );
+    lab.pod("web", "frontend", NODE, "10.89.0.250");
+    lab.pod("api", "backend", NODE, "10.89.0.251");
+    let _agent = lab.agent();
+    let status: Value =
+        serde_json::from_str(&lab.harness().cli(&["status", "-o", "json"])).expect("status");
+    assert!(
+        status["source"].as_str().is_some_and(|s| s
+            .contains("cilium.io/v2 CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy watched")),
+        "{status}"
+    );
+    let web = Netns::new("scw");
+    let api = Netns::new("sca");
+    lab.attach(&web, "web");
+    let api_ip = lab.attach(&api, "api");
+    let trace = |port: &str| {
+        lab.trace(&[
+            "--from-pod",
+            "shop/web",
+            "--to-pod",
+            "shop/api",
+            "--port",
+            port,
+        ])
+    };
+    let t = trace("7070/TCP");
+    assert_eq!(t["verdict"], "FORWARDED", "{t}");
+    assert_eq!(t["rule"]["name"], "cnp-allow-7070", "{t}");
+    assert_eq!(trace("9090/TCP")["verdict"], "DROPPED");
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = tcp_server(&api, addr(&api_ip, 7070), Arc::clone(&stop));
+    assert!(tcp_ok(&web, addr(&api_ip, 7070)), "web -> api:7070 allowed");
+
+    // A cluster-wide policy created while the agent runs is watched too.
+    lab.create(
+        "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies",
+        json!({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+               "metadata": {"name": "ccnp-allow-9090"},
+               "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
+                        "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "frontend"}}],
+                                     "toPorts": [{"ports": [{"port": "9090", "protocol": "TCP"}]}]}]}}),
+    );
+    let allowed = support::wait_for(Duration::from_secs(10), || {
+        (trace("9090/TCP")["verdict"] == "FORWARDED").then_some(())
+    });
+    assert!(allowed.is_some(), "the CCNP is enforced");
+    let status: Value =
+        serde_json::from_str(&lab.harness().cli(&["status", "-o", "json"])).expect("status");
+    let origins: Vec<&str> = status["policies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["origin"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        origins.contains(&"CiliumNetworkPolicy shop/cnp-allow-7070")
+            && origins.contains(&"CiliumClusterwideNetworkPolicy ccnp-allow-9090"),
+        "{origins:?}"
+    );
+    // Cilium's objects are read-only to sluice: no status written, ever.
+    std::thread::sleep(Duration::from_millis(500));
+    let cnp = lab.get(&format!("{cnps}/cnp-allow-7070"));
+    assert!(cnp.get("status").is_none_or(Value::is_null), "{cnp}");
+    let ccnp = lab.get("/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies/ccnp-allow-9090");
+    assert!(ccnp.get("status").is_none_or(Value::is_null), "{ccnp}");
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
     for (pod, name) in [(&web, "web"), (&api, "api")] {
         let conf = json!({"cniVersion": "1.0.0", "name": lab.network, "type": "sluice-cni",
                           "agentSocket": lab.socket.display().to_string()});

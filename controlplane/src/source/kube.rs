@@ -15,6 +15,11 @@
 //!   UID, so a late delete of an old pod never removes a new pod's entry for the same IP).
 //! - Each SluicePolicy/SluiceClusterPolicy gets a status condition `Accepted` (True, or False
 //!   with the field path and reason), written only when it changes.
+//! - Where the cluster serves `cilium.io/v2` CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy
+//!   (discovery at start, [`CiliumKinds`]; status says which), their objects are watched and
+//!   enforced too, read-only: a refused one is in the agent's status, never in the object's.
+//! - A pod event updates the desired state for that pod alone ([`KubeSource::take_changes`],
+//!   [`KubeSource::update_pods`]); anything else rebuilds it from the stores.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -29,7 +34,7 @@ use identity_cache::endpoint::NamedPort;
 use identity_cache::policy::{ParsedManifest, parse_document_at};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -109,6 +114,83 @@ struct Stores {
     netpols: Store<NetworkPolicy>,
     sluice: Store<SluicePolicy>,
     sluice_cluster: Store<SluiceClusterPolicy>,
+    /// `cilium.io/v2` CiliumNetworkPolicy objects, when the cluster serves the kind.
+    cilium: Option<Store<DynamicObject>>,
+    /// `cilium.io/v2` CiliumClusterwideNetworkPolicy objects, when the cluster serves the kind.
+    cilium_cluster: Option<Store<DynamicObject>>,
+}
+
+/// The `cilium.io/v2` policy kinds, as discovery found them when the agent started. Their
+/// objects are read, never written (their status belongs to Cilium).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CiliumKinds {
+    /// These kinds are served and watched.
+    Watched(Vec<&'static str>),
+    /// The cluster serves neither kind (no Cilium CRDs): nothing to watch.
+    NotInstalled,
+    /// Discovery failed; the kinds are not watched (restart the agent to look again).
+    Unknown(String),
+}
+
+impl std::fmt::Display for CiliumKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CiliumKinds::Watched(kinds) => write!(f, "cilium.io/v2 {} watched", kinds.join(", ")),
+            CiliumKinds::NotInstalled => f.write_str("no cilium.io/v2 policy CRDs"),
+            CiliumKinds::Unknown(why) => {
+                write!(
+                    f,
+                    "cilium.io/v2 policies not watched (discovery failed: {why})"
+                )
+            }
+        }
+    }
+}
+
+/// CiliumNetworkPolicy's plural.
+const CNP_PLURAL: &str = "ciliumnetworkpolicies";
+/// CiliumClusterwideNetworkPolicy's plural.
+const CCNP_PLURAL: &str = "ciliumclusterwidenetworkpolicies";
+/// How long discovery may take at start.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which `cilium.io/v2` policy kinds the API server serves.
+async fn discover_cilium(client: &Client) -> CiliumKinds {
+    match tokio::time::timeout(
+        DISCOVERY_TIMEOUT,
+        client.list_api_group_resources("cilium.io/v2"),
+    )
+    .await
+    {
+        Err(_) => CiliumKinds::Unknown(format!(
+            "no answer within {} s",
+            DISCOVERY_TIMEOUT.as_secs()
+        )),
+        // An unserved group is a plain-text 404 (not a Status object).
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => CiliumKinds::NotInstalled,
+        Ok(Err(e)) => CiliumKinds::Unknown(e.to_string()),
+        Ok(Ok(list)) => {
+            let served = |plural: &str| list.resources.iter().any(|r| r.name == plural);
+            let kinds: Vec<&'static str> = [
+                (CNP_PLURAL, "CiliumNetworkPolicy"),
+                (CCNP_PLURAL, "CiliumClusterwideNetworkPolicy"),
+            ]
+            .into_iter()
+            .filter(|(plural, _)| served(plural))
+            .map(|(_, kind)| kind)
+            .collect();
+            if kinds.is_empty() {
+                CiliumKinds::NotInstalled
+            } else {
+                CiliumKinds::Watched(kinds)
+            }
+        }
+    }
+}
+
+/// The API resource of a `cilium.io/v2` kind.
+fn cilium_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cilium.io", "v2", kind), plural)
 }
 
 /// Watches of one cluster, seen from one node.
@@ -121,6 +203,8 @@ pub struct KubeSource {
     changes: crossbeam::channel::Receiver<()>,
     /// The condition last written per policy object, to write only changes.
     written: Arc<Mutex<BTreeMap<String, WrittenCondition>>>,
+    /// The `cilium.io/v2` kinds found at start.
+    cilium: CiliumKinds,
     /// Policies parsed before, by object UID with the resourceVersion they were parsed at:
     /// a pod event does not re-parse every policy.
     parsed: Mutex<BTreeMap<String, (String, ParseResult)>>,
@@ -166,13 +250,15 @@ fn spawn_watch<K>(
     health: Arc<Health>,
     tx: crossbeam::channel::Sender<()>,
     note: fn(&Health, &watcher::Event<K>),
+    dynamic: K::DynamicType,
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    let (store, writer) = reflector::store();
-    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let kind = K::kind(&dynamic).into_owned();
+    let writer = reflector::store::Writer::new(dynamic);
+    let store = writer.as_reader();
     runtime.spawn(async move {
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
@@ -252,8 +338,14 @@ fn is_gone(pod: &Pod) -> bool {
 }
 
 impl KubeSource {
-    /// Starts the watches on `runtime`.
+    /// Asks the API server which `cilium.io/v2` policy kinds it serves (waits up to 10 s), then
+    /// starts the watches on `runtime`. Call it from outside the runtime.
     pub fn start(runtime: &tokio::runtime::Handle, client: Client, node: &str) -> KubeSource {
+        let cilium = runtime.block_on(discover_cilium(&client));
+        match &cilium {
+            CiliumKinds::Unknown(_) => tracing::warn!("{cilium}"),
+            _ => tracing::info!("{cilium}"),
+        }
         let health = Arc::new(Health::default());
         let (tx, changes) = crossbeam::channel::bounded(1);
         let stores = Stores {
@@ -263,6 +355,7 @@ impl KubeSource {
                 health.clone(),
                 tx.clone(),
                 note_pod_event,
+                (),
             ),
             namespaces: spawn_watch(
                 runtime,
@@ -270,6 +363,7 @@ impl KubeSource {
                 health.clone(),
                 tx.clone(),
                 note_other_event,
+                (),
             ),
             netpols: spawn_watch(
                 runtime,
@@ -277,6 +371,7 @@ impl KubeSource {
                 health.clone(),
                 tx.clone(),
                 note_other_event,
+                (),
             ),
             sluice: spawn_watch(
                 runtime,
@@ -284,15 +379,43 @@ impl KubeSource {
                 health.clone(),
                 tx.clone(),
                 note_other_event,
+                (),
             ),
             sluice_cluster: spawn_watch(
                 runtime,
                 Api::all(client.clone()),
                 health.clone(),
-                tx,
+                tx.clone(),
                 note_other_event,
+                (),
             ),
+            cilium: None,
+            cilium_cluster: None,
         };
+        let mut stores = stores;
+        if let CiliumKinds::Watched(kinds) = &cilium {
+            for kind in kinds {
+                let (plural, namespaced) = match *kind {
+                    "CiliumNetworkPolicy" => (CNP_PLURAL, true),
+                    _ => (CCNP_PLURAL, false),
+                };
+                let resource = cilium_resource(kind, plural);
+                let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+                let store = spawn_watch(
+                    runtime,
+                    api,
+                    health.clone(),
+                    tx.clone(),
+                    note_other_event,
+                    resource,
+                );
+                if namespaced {
+                    stores.cilium = Some(store);
+                } else {
+                    stores.cilium_cluster = Some(store);
+                }
+            }
+        }
         let (ready_stores, ready_health) = (stores.clone(), Arc::clone(&health));
         runtime.spawn(async move {
             let _ = ready_stores.pods.wait_until_ready().await;
@@ -300,6 +423,12 @@ impl KubeSource {
             let _ = ready_stores.netpols.wait_until_ready().await;
             let _ = ready_stores.sluice.wait_until_ready().await;
             let _ = ready_stores.sluice_cluster.wait_until_ready().await;
+            for store in [&ready_stores.cilium, &ready_stores.cilium_cluster]
+                .into_iter()
+                .flatten()
+            {
+                let _ = store.wait_until_ready().await;
+            }
             ready_health.full.store(true, Ordering::SeqCst);
             ready_health.ready.store(true, Ordering::SeqCst);
             ready_health.dirty.store(true, Ordering::SeqCst);
@@ -312,8 +441,14 @@ impl KubeSource {
             health,
             changes,
             written: Arc::new(Mutex::new(BTreeMap::new())),
+            cilium,
             parsed: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The `cilium.io/v2` policy kinds found at start (and so watched, or not).
+    pub fn cilium(&self) -> &CiliumKinds {
+        &self.cilium
     }
 
     /// Whether every watch has listed its objects once (before that, the agent applies
@@ -544,7 +679,44 @@ impl KubeSource {
             );
             parsed.push((origin, sp.meta().generation, result));
         }
+        // Cilium's own objects: parsed as they are, never written to.
+        for (store, kind) in [
+            (&self.stores.cilium, "CiliumNetworkPolicy"),
+            (
+                &self.stores.cilium_cluster,
+                "CiliumClusterwideNetworkPolicy",
+            ),
+        ] {
+            for object in store.iter().flat_map(|s| s.state()) {
+                let origin = match object.namespace() {
+                    Some(ns) => format!("{kind} {ns}/{}", object.name_any()),
+                    None => format!("{kind} {}", object.name_any()),
+                };
+                let result = self.parse_cached(&*object, || {
+                    let mut doc = object.data.clone();
+                    match doc.as_object_mut() {
+                        // Cilium's status is Cilium's; the parser reads the spec(s).
+                        Some(fields) => {
+                            fields.remove("status");
+                        }
+                        None => doc = json!({}),
+                    }
+                    doc["apiVersion"] = json!("cilium.io/v2");
+                    doc["kind"] = json!(kind);
+                    doc["metadata"] =
+                        json!({"name": object.name_any(), "namespace": object.namespace()});
+                    doc
+                });
+                parsed.push((origin, object.meta().generation, result));
+            }
+        }
         if let Ok(mut cache) = self.parsed.lock() {
+            let cilium_uids: Vec<String> = [&self.stores.cilium, &self.stores.cilium_cluster]
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.state())
+                .filter_map(|o| o.uid())
+                .collect();
             let live: std::collections::BTreeSet<String> = self
                 .stores
                 .netpols
@@ -559,6 +731,7 @@ impl KubeSource {
                         .iter()
                         .filter_map(|o| o.uid()),
                 )
+                .chain(cilium_uids)
                 .collect();
             cache.retain(|uid, _| live.contains(uid));
         }

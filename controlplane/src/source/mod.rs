@@ -223,13 +223,15 @@ impl Source {
                 } else {
                     "waiting for the initial lists"
                 };
+                let cilium = k.cilium();
                 if errors > 0 {
                     format!(
-                        "kubernetes (node {}, {ready}, {age}, {errors} watch errors, last: {last})",
+                        "kubernetes (node {}, {ready}, {age}, {cilium}, {errors} watch errors, \
+                         last: {last})",
                         k.node()
                     )
                 } else {
-                    format!("kubernetes (node {}, {ready}, {age})", k.node())
+                    format!("kubernetes (node {}, {ready}, {age}, {cilium})", k.node())
                 }
             }
         }
