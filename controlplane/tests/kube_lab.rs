@@ -52,6 +52,11 @@ impl KubeLab {
         }
     }
 
+    /// The cluster's identity key file (every node's agent is given it).
+    fn cluster_key(&self) -> String {
+        self.dir.join("cluster.key").display().to_string()
+    }
+
     fn agent(&self) -> Agent {
         let kubeconfig = self.api.kubeconfig_path().display().to_string();
         self.harness().agent(
@@ -64,6 +69,8 @@ impl KubeLab {
                 &kubeconfig,
                 "--node-name",
                 NODE,
+                "--cluster-key",
+                &self.cluster_key(),
             ],
             |v| v["source"].as_str().is_some_and(|s| s.contains("synced")),
         )
@@ -182,6 +189,12 @@ fn lab() -> Option<KubeLab> {
     let dir = std::env::temp_dir().join(support::unique("sluice-kube-"));
     let state = dir.join("state");
     std::fs::create_dir_all(&state).expect("dir");
+    std::fs::write(
+        dir.join("cluster.key"),
+        "5f1c0e7d9a2b4c6e8f0a1b3c5d7e9f21\n",
+    )
+    .expect("key");
+    std::fs::write(dir.join("other.key"), "c0ffee00c0ffee00c0ffee00c0ffee00\n").expect("key");
     let lab = KubeLab {
         api,
         node,
@@ -308,11 +321,19 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
         "web -> api:9090 dropped"
     );
 
-    // A second node's agent derives the same identity numbers without coordination: the
-    // frontend is a local endpoint here and a remote pod (by its status address) there.
-    {
+    // A second node's agent given the same cluster key derives the same identity numbers
+    // without coordination (the frontend is a local endpoint here and a remote pod, by its
+    // status address, there); an agent of another cluster (another key) derives others.
+    for (node_name, key, same) in [
+        ("node-b", lab.cluster_key(), true),
+        (
+            "node-c",
+            lab.dir.join("other.key").display().to_string(),
+            false,
+        ),
+    ] {
         let node_b = support::node();
-        let socket_b = lab.dir.join("agent-b.sock");
+        let socket_b = lab.dir.join(format!("agent-{node_name}.sock"));
         let pins_b = RemoveDir(PathBuf::from(format!(
             "/sys/fs/bpf/{}",
             support::unique("sluice-kube-b-")
@@ -334,7 +355,9 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
                 "--kubeconfig",
                 &kubeconfig,
                 "--node-name",
-                "node-b",
+                node_name,
+                "--cluster-key",
+                &key,
             ],
             |v| v["source"].as_str().is_some_and(|s| s.contains("synced")),
         );
@@ -359,12 +382,37 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
             "json",
         ]);
         let there: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        assert_eq!(
-            here["from_identity"], there["from_identity"],
-            "{here}\n{there}"
+        assert!(
+            there["from_identity"].as_u64().is_some_and(|n| n >= 256),
+            "{there}"
         );
-        assert_eq!(here["to_identity"], there["to_identity"]);
+        if same {
+            assert_eq!(
+                here["from_identity"], there["from_identity"],
+                "{here}\n{there}"
+            );
+            assert_eq!(here["to_identity"], there["to_identity"]);
+        } else {
+            assert_ne!(
+                here["from_identity"], there["from_identity"],
+                "{here}\n{there}"
+            );
+            assert_ne!(here["to_identity"], there["to_identity"]);
+        }
     }
+    // An unreadable key file stops the agent before it touches anything, and says why.
+    let out = std::process::Command::new(common::SLUICE)
+        .args(["agent", "--source", "kubernetes", "--cluster-key"])
+        .arg(lab.dir.join("no-such.key"))
+        .arg("--socket")
+        .arg(lab.dir.join("unused.sock"))
+        .output()
+        .expect("run sluice agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no-such.key") && err.contains("cannot read"),
+        "{err}"
+    );
 
     // The remote pod's address carries its identity.
     assert!(

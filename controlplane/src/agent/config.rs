@@ -104,7 +104,16 @@ pub struct AgentArgs {
     /// Log format: `text` or `json`.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// File holding the cluster's identity key (at least 16 bytes; surrounding whitespace is
+    /// ignored, so `openssl rand -hex 32 > key` works). Every node of a cluster must use the
+    /// same key to derive the same identity numbers; without one, a fixed public default is
+    /// used and numbers are predictable.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
 }
+
+/// The least number of key bytes `--cluster-key` accepts.
+pub const MIN_CLUSTER_KEY_BYTES: usize = 16;
 
 /// The agent's effective configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +159,8 @@ pub struct AgentConfig {
     pub detach_on_exit: bool,
     /// Log format.
     pub log_format: String,
+    /// File holding the cluster's identity key (`None`: the public default key).
+    pub cluster_key: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -175,6 +186,7 @@ impl Default for AgentConfig {
             fail_open: false,
             detach_on_exit: false,
             log_format: "text".into(),
+            cluster_key: None,
         }
     }
 }
@@ -196,6 +208,14 @@ pub enum ConfigError {
         /// File.
         path: PathBuf,
         /// What is wrong (with line and field).
+        reason: String,
+    },
+    /// The cluster key file cannot be read or is too short.
+    #[error("cluster key {path}: {reason}")]
+    ClusterKey {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
         reason: String,
     },
     /// A value is out of range.
@@ -276,6 +296,9 @@ impl AgentConfig {
         if let Some(v) = &args.log_format {
             config.log_format = v.clone();
         }
+        if let Some(v) = &args.cluster_key {
+            config.cluster_key = Some(v.clone());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -297,6 +320,29 @@ impl AgentConfig {
                 reason: format!("{line}{}: {}", e.path(), e.inner()),
             }
         })
+    }
+
+    /// The identity key: read from [`cluster_key`](Self::cluster_key) (surrounding
+    /// whitespace trimmed, at least [`MIN_CLUSTER_KEY_BYTES`] bytes), or the public default.
+    pub fn identity_key(&self) -> Result<identity_cache::identity::ClusterKey, ConfigError> {
+        let Some(path) = &self.cluster_key else {
+            return Ok(identity_cache::identity::ClusterKey::default());
+        };
+        let err = |reason: String| ConfigError::ClusterKey {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+        let secret = bytes.trim_ascii();
+        if secret.len() < MIN_CLUSTER_KEY_BYTES {
+            return Err(err(format!(
+                "holds {} bytes; a key needs at least {MIN_CLUSTER_KEY_BYTES} (for example \
+                 `openssl rand -hex 32 > {}`)",
+                secret.len(),
+                path.display()
+            )));
+        }
+        Ok(identity_cache::identity::ClusterKey::from_secret(secret))
     }
 
     /// Checks ranges and the loopback rule for metrics.
@@ -380,6 +426,57 @@ mod tests {
         };
         let err = AgentConfig::load(&remote).expect_err("remote").to_string();
         assert!(err.contains("--metrics-allow-remote"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_cluster_key_file_sets_the_identity_numbers_and_a_bad_one_is_named() {
+        use identity_cache::identity::derive_identity;
+        use identity_cache::labels::{Label, LabelSet, LabelSource};
+        let dir = std::env::temp_dir().join(format!("sluice-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (a, b, short) = (dir.join("a"), dir.join("b"), dir.join("short"));
+        std::fs::write(&a, "0123456789abcdef0123456789abcdef\n").expect("write");
+        std::fs::write(&b, "fedcba9876543210fedcba9876543210").expect("write");
+        std::fs::write(&short, "tooshort\n").expect("write");
+        let key_of = |path: &Path| {
+            AgentConfig::load(&AgentArgs {
+                cluster_key: Some(path.to_owned()),
+                ..AgentArgs::default()
+            })
+            .expect("valid")
+            .identity_key()
+        };
+        let labels = LabelSet::new([Label::new(LabelSource::K8s, "app", "web")]);
+        let id = |path: &Path| derive_identity(&key_of(path).expect("key"), &labels);
+        // The trailing newline is not part of the key.
+        std::fs::write(dir.join("a2"), "0123456789abcdef0123456789abcdef").expect("write");
+        assert_eq!(id(&a), id(&dir.join("a2")));
+        assert_ne!(id(&a), id(&b));
+        let default = AgentConfig::default().identity_key().expect("default");
+        assert_ne!(id(&a), derive_identity(&default, &labels));
+
+        let err = key_of(&short).expect_err("short").to_string();
+        assert!(
+            err.contains("8 bytes") && err.contains("at least 16"),
+            "{err}"
+        );
+        let err = key_of(&dir.join("missing"))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.contains("cannot read") && err.contains("missing"),
+            "{err}"
+        );
+
+        let file = dir.join("agent.yaml");
+        std::fs::write(&file, format!("cluster-key: {}\n", b.display())).expect("write");
+        let from_file = AgentConfig::load(&AgentArgs {
+            config: Some(file),
+            ..AgentArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(from_file.cluster_key.as_deref(), Some(b.as_path()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -176,11 +176,12 @@ pub enum ControllerError {
 }
 
 impl Controller {
-    /// Loads (or re-adopts) the dataplane and reads the state directory once.
+    /// Loads (or re-adopts) the dataplane; identities are derived with `identity_key`.
     pub fn new(
         config: AgentConfig,
         hub: Arc<FlowHub>,
         source: Source,
+        identity_key: ClusterKey,
     ) -> Result<Controller, ControllerError> {
         let settings = DatapathSettings {
             fail_open: config.fail_open,
@@ -200,7 +201,7 @@ impl Controller {
             }
         };
         Ok(Controller {
-            cache: IdentityCache::new(ClusterKey::default(), EnforcementConfig::default()),
+            cache: IdentityCache::new(identity_key, EnforcementConfig::default()),
             source,
             plane,
             fast: None,

@@ -166,6 +166,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Clien
 /// Runs the agent until SIGTERM/SIGINT.
 pub fn run(args: AgentArgs) -> Result<(), AgentError> {
     let config = AgentConfig::load(&args)?;
+    let identity_key = config.identity_key()?;
     init_logging(&config.log_format);
     ensure_bpffs(&config.pin_dir)?;
     let export = match &config.flow_export {
@@ -222,7 +223,8 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
                 None => Ok(()),
             }
             .and_then(|()| {
-                Controller::new(thread_config, thread_hub, source).map_err(AgentError::from)
+                Controller::new(thread_config, thread_hub, source, identity_key)
+                    .map_err(AgentError::from)
             });
             match controller {
                 Ok(controller) => {
