@@ -189,7 +189,7 @@ fn policy_plan(o: &Options, p: usize) -> Value {
     let app = p % apps;
     let peer = (app + 1) % apps;
     let port = 8000 + (p % 100) as i32;
-    if p % 2 == 0 {
+    if p.is_multiple_of(2) {
         let mut spec = json!({
             "endpointSelector": {"matchLabels": {"app": format!("app-{app}")}},
             "ingress": [{
@@ -197,7 +197,7 @@ fn policy_plan(o: &Options, p: usize) -> Value {
                 "toPorts": [{"ports": [{"port": port.to_string(), "protocol": "TCP"}]}]
             }]
         });
-        if p % 10 == 0 {
+        if p.is_multiple_of(10) {
             spec["egress"] = json!([
                 {"toEndpoints": [{"matchLabels": {"tier": "db"}}],
                  "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}]},

@@ -201,11 +201,11 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
                 .or_else(|| std::env::var("NODE_NAME").ok())
                 .unwrap_or_else(hostname);
             tracing::info!("watching the Kubernetes API as node {node}");
-            crate::source::Source::Kube(crate::source::kube::KubeSource::start(
+            crate::source::Source::Kube(Box::new(crate::source::kube::KubeSource::start(
                 runtime.handle(),
                 client,
                 &node,
-            ))
+            )))
         }
     };
     // The dataplane side (the controller thread, and the workers it starts) lives in the

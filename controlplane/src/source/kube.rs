@@ -549,18 +549,16 @@ impl KubeSource {
                     }
                     // Only the touched pod's own entry goes: a pod of the same name created
                     // since (another UID) keeps its place.
-                    if current.is_none()
+                    let own = current.is_none()
                         || desired
                             .awaiting_cni
                             .get(&key)
-                            .is_some_and(|s| s.uid == t.uid)
-                    {
-                        if desired.awaiting_cni.remove(&key).is_some() {
-                            desired
-                                .origins
-                                .remove(&format!("Endpoint {}/{}", t.namespace, t.name));
-                            update.local = true;
-                        }
+                            .is_some_and(|s| s.uid == t.uid);
+                    if own && desired.awaiting_cni.remove(&key).is_some() {
+                        desired
+                            .origins
+                            .remove(&format!("Endpoint {}/{}", t.namespace, t.name));
+                        update.local = true;
                     }
                 }
             }

@@ -117,7 +117,7 @@ pub enum Source {
         watcher: Option<notify::RecommendedWatcher>,
     },
     /// Kubernetes watches.
-    Kube(kube::KubeSource),
+    Kube(Box<kube::KubeSource>),
 }
 
 impl Source {
