@@ -420,6 +420,28 @@ fn the_agent_converges_on_the_api_servers_state_and_survives_its_outage() {
             .iter()
             .any(|l| l == "k8s:app=remote")
     );
+    // Its namespace's labels are part of it: relabelling the namespace re-derives it.
+    let (code, body) = lab
+        .api
+        .curl(
+            "PATCH",
+            "/api/v1/namespaces/shop",
+            Some("application/merge-patch+json"),
+            Some(r#"{"metadata": {"labels": {"tier": "gold"}}}"#),
+        )
+        .expect("curl");
+    assert_eq!(code, 200, "labelling the namespace: {body}");
+    let relabelled = support::wait_for(Duration::from_secs(10), || {
+        lab.labels_of("10.99.0.7")
+            .iter()
+            .any(|l| l.ends_with("namespace.labels.tier=gold"))
+            .then_some(())
+    });
+    assert!(
+        relabelled.is_some(),
+        "the remote pod's identity follows its namespace's labels: {:?}",
+        lab.labels_of("10.99.0.7")
+    );
 
     // Status conditions: accepted, and rejected with the field path.
     let ok = lab.get(&format!("{policies}/allow-frontend"));

@@ -73,6 +73,14 @@ struct Applied {
     namespace_labels: BTreeMap<String, String>,
 }
 
+/// A pod on another node as applied: the pod, and its namespace's labels then (they are part
+/// of its identity too).
+#[derive(Clone, Debug, PartialEq)]
+struct AppliedRemote {
+    pod: RemoteWorkload,
+    namespace_labels: BTreeMap<String, String>,
+}
+
 /// Counters the metrics report besides the workers' own.
 #[derive(Default)]
 struct Totals {
@@ -107,7 +115,7 @@ pub struct Controller {
     /// agent's whole run.
     retired: BTreeMap<usize, perf::CoreStats>,
     /// Pods on other nodes as applied, by UID.
-    remote: BTreeMap<String, RemoteWorkload>,
+    remote: BTreeMap<String, AppliedRemote>,
     /// Pods the CNI plugin attached, by (namespace, name).
     cni: BTreeMap<(String, String), CniAttachment>,
     /// The source's desired state as last read (CNI requests are merged into it).
@@ -653,15 +661,17 @@ impl Controller {
             }
             return false;
         };
-        if self.remote.get(uid) == Some(pod) {
+        let no_labels = BTreeMap::new();
+        let ns_labels = desired.namespaces.get(&pod.namespace).unwrap_or(&no_labels);
+        let unchanged = self
+            .remote
+            .get(uid)
+            .is_some_and(|a| a.pod == *pod && a.namespace_labels == *ns_labels);
+        if unchanged {
             return false;
         }
-        let ns_labels = desired
-            .namespaces
-            .get(&pod.namespace)
-            .cloned()
-            .unwrap_or_default();
-        let previous = self.remote.get(uid).map(|p| p.labels.clone());
+        let ns_labels = ns_labels.clone();
+        let previous = self.cache.workload_identity(uid);
         let workload = Workload {
             uid: uid.to_owned(),
             namespace: pod.namespace.clone(),
@@ -682,10 +692,18 @@ impl Controller {
             local: None,
         };
         match self.cache.upsert_workload(workload) {
-            Ok(_) => {
+            Ok(identity) => {
                 self.remote_rejected.remove(uid);
-                self.remote.insert(uid.to_owned(), pod.clone());
-                previous.is_some_and(|l| l != pod.labels)
+                self.remote.insert(
+                    uid.to_owned(),
+                    AppliedRemote {
+                        pod: pod.clone(),
+                        namespace_labels: ns_labels,
+                    },
+                );
+                // A pod whose identity changed (its labels or its namespace's did) is revoked
+                // from the old one.
+                previous.is_some_and(|p| p != identity)
             }
             Err(e) => {
                 self.remote_rejected.insert(
@@ -715,7 +733,7 @@ impl Controller {
             if let Some(id) = self.cache.workload_identity(uid) {
                 old_identities.push(id);
             }
-            let before = self.remote.get(uid).map(|p| p.ips.clone());
+            let before = self.remote.get(uid).map(|a| a.pod.ips.clone());
             revoked |= self.apply_remote_pod(uid, &desired);
             refused |= self.remote_rejected.contains_key(uid);
             addresses.extend(before.into_iter().flatten());
