@@ -411,10 +411,15 @@ impl SocketSet {
         total
     }
 
-    /// Puts port `i`'s pending frames on its TX ring and kicks the kernel until they are sent
-    /// (copy mode sends a bounded number per `sendto()`), at most `max_kicks` times.
-    /// Frames that do not fit stay pending for the next round. Returns the kicks made.
+    /// Puts port `i`'s pending frames on its TX ring and kicks the kernel until it has taken
+    /// every descriptor off the ring (copy mode sends a bounded number per `sendto()`), at
+    /// most `max_kicks` times. It does not wait for completions: in copy mode a frame
+    /// completes when its skb is freed, which on veth can be on another CPU much later (the
+    /// peer's NAPI), and kicking until then only burns syscalls; `reap` collects them in a
+    /// later round. Frames that do not fit stay pending for the next round. Returns the kicks
+    /// made.
     pub(crate) fn flush(&mut self, i: usize, scratch: &mut [FrameDesc], max_kicks: u32) -> u32 {
+        let ring = self.sizes.ring;
         let mut kicks = 0;
         loop {
             let port = &mut self.ports[i];
@@ -429,18 +434,17 @@ impl SocketSet {
                     port.tx_outstanding += done as u32;
                 }
             }
-            if port.tx_outstanding == 0 || kicks >= max_kicks {
+            let on_ring = ring.saturating_sub(port.tx.nb_free_exact());
+            if (on_ring == 0 && port.tx_pending.is_empty()) || kicks >= max_kicks {
                 break;
             }
             // Errors other than "try again" mean the device went away; the frames come back
             // through completions or the socket is torn down with the worker.
             let _ = port.tx.wakeup();
             kicks += 1;
+            // Completions free frames for the pending ones (per-socket mode) and room on the
+            // completion ring.
             self.reap(i, scratch);
-            let port = &self.ports[i];
-            if port.tx_pending.is_empty() && port.tx_outstanding == 0 {
-                break;
-            }
         }
         kicks
     }
