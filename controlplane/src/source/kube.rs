@@ -418,6 +418,7 @@ impl KubeSource {
         }
         let (ready_stores, ready_health) = (stores.clone(), Arc::clone(&health));
         runtime.spawn(async move {
+            let tx = tx;
             let _ = ready_stores.pods.wait_until_ready().await;
             let _ = ready_stores.namespaces.wait_until_ready().await;
             let _ = ready_stores.netpols.wait_until_ready().await;
@@ -432,6 +433,9 @@ impl KubeSource {
             ready_health.full.store(true, Ordering::SeqCst);
             ready_health.ready.store(true, Ordering::SeqCst);
             ready_health.dirty.store(true, Ordering::SeqCst);
+            // Wake the controller now: the last list's own event may have come before
+            // `ready`, and the next periodic look is up to 2 s away.
+            let _ = tx.try_send(());
         });
         KubeSource {
             node: node.to_owned(),
