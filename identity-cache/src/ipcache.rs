@@ -427,121 +427,72 @@ trait Entry: FlatEntry {
     }
 }
 
-impl FlatEntry for V4Entry {
-    type Key = V4Key;
-    const EMPTY: Self = V4Entry {
-        addr: 0,
-        len: EMPTY_LEN,
-        owner: 0,
-        identity: 0,
-    };
+/// The flat-table entry traits of an ipcache entry type (`$entry`, keyed by `$key`): IPv4 and
+/// IPv6 entries differ only in the width of their address.
+macro_rules! flat_ipcache_entry {
+    ($entry:ident, $key:ident) => {
+        impl FlatEntry for $entry {
+            type Key = $key;
+            const EMPTY: Self = $entry {
+                addr: 0,
+                len: EMPTY_LEN,
+                owner: 0,
+                identity: 0,
+            };
 
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.len == EMPTY_LEN
-    }
+            #[inline]
+            fn is_empty(&self) -> bool {
+                self.len == EMPTY_LEN
+            }
 
-    #[inline]
-    fn has_key(&self, key: &V4Key) -> bool {
-        let (addr, len) = (self.addr, self.len);
-        addr == key.addr && len == key.len
-    }
+            #[inline]
+            fn has_key(&self, key: &$key) -> bool {
+                let (addr, len) = (self.addr, self.len);
+                addr == key.addr && len == key.len
+            }
 
-    #[inline]
-    fn key(&self) -> V4Key {
-        V4Key::new(self.addr, self.len)
-    }
+            #[inline]
+            fn key(&self) -> $key {
+                $key::new(self.addr, self.len)
+            }
 
-    #[inline]
-    fn hash(key: &V4Key) -> u64 {
-        key.hash()
-    }
-}
-
-impl Entry for V4Entry {
-    #[inline]
-    fn make(key: V4Key, slot: Slot, local: bool) -> Self {
-        V4Entry {
-            addr: key.addr,
-            len: key.len,
-            owner: slot.owner.0 | if local { LOCAL_BIT } else { 0 },
-            identity: slot.identity.0,
+            #[inline]
+            fn hash(key: &$key) -> u64 {
+                key.hash()
+            }
         }
-    }
 
-    #[inline]
-    fn stored_owner(&self) -> u32 {
-        self.owner
-    }
+        impl Entry for $entry {
+            #[inline]
+            fn make(key: $key, slot: Slot, local: bool) -> Self {
+                $entry {
+                    addr: key.addr,
+                    len: key.len,
+                    owner: slot.owner.0 | if local { LOCAL_BIT } else { 0 },
+                    identity: slot.identity.0,
+                }
+            }
 
-    #[inline]
-    fn identity(&self) -> Identity {
-        Identity(self.identity)
-    }
+            #[inline]
+            fn stored_owner(&self) -> u32 {
+                self.owner
+            }
 
-    #[inline]
-    fn len(&self) -> u8 {
-        self.len
-    }
-}
+            #[inline]
+            fn identity(&self) -> Identity {
+                Identity(self.identity)
+            }
 
-impl FlatEntry for V6Entry {
-    type Key = V6Key;
-    const EMPTY: Self = V6Entry {
-        addr: 0,
-        len: EMPTY_LEN,
-        owner: 0,
-        identity: 0,
-    };
-
-    #[inline]
-    fn is_empty(&self) -> bool {
-        self.len == EMPTY_LEN
-    }
-
-    #[inline]
-    fn has_key(&self, key: &V6Key) -> bool {
-        let (addr, len) = (self.addr, self.len);
-        addr == key.addr && len == key.len
-    }
-
-    #[inline]
-    fn key(&self) -> V6Key {
-        V6Key::new(self.addr, self.len)
-    }
-
-    #[inline]
-    fn hash(key: &V6Key) -> u64 {
-        key.hash()
-    }
-}
-
-impl Entry for V6Entry {
-    #[inline]
-    fn make(key: V6Key, slot: Slot, local: bool) -> Self {
-        V6Entry {
-            addr: key.addr,
-            len: key.len,
-            owner: slot.owner.0 | if local { LOCAL_BIT } else { 0 },
-            identity: slot.identity.0,
+            #[inline]
+            fn len(&self) -> u8 {
+                self.len
+            }
         }
-    }
-
-    #[inline]
-    fn stored_owner(&self) -> u32 {
-        self.owner
-    }
-
-    #[inline]
-    fn identity(&self) -> Identity {
-        Identity(self.identity)
-    }
-
-    #[inline]
-    fn len(&self) -> u8 {
-        self.len
-    }
+    };
 }
+
+flat_ipcache_entry!(V4Entry, V4Key);
+flat_ipcache_entry!(V6Entry, V6Key);
 
 #[inline]
 fn mask_v4(len: u8) -> u32 {
