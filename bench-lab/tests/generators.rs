@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
+mod common;
+
 use bench_lab::afxdp_gen::{AfxdpGenConfig, AfxdpGenerator, next_seq};
 use bench_lab::generator::{FlowMode, TrafficSpec};
-use bench_lab::netns::{self, PREFIX};
 use bench_lab::scenario::{Lab, LabConfig};
 use bench_lab::storm::{self, StormSpec};
 use bench_lab::systems::System;
@@ -19,21 +20,6 @@ use bench_lab::systems::kernel::KernelForward;
 use bench_lab::systems::sluice::{SluiceKernel, SluiceState};
 use bench_lab::tcp_gen::{self, TcpSpec};
 use bench_lab::topology::TopologyConfig;
-
-fn ours() -> Vec<String> {
-    let mine = format!("{PREFIX}{}", std::process::id());
-    netns::lab_namespaces()
-        .into_iter()
-        .filter(|n| {
-            n.strip_prefix(&mine)
-                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
-        })
-        .collect()
-}
-
-fn privileged() -> bool {
-    netns::is_root() && netns::have("ip") && netns::have("ethtool")
-}
 
 /// The tests share the process's namespace prefix: one lab at a time.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -51,8 +37,7 @@ fn lab(gen_pods: usize) -> Lab {
 
 #[test]
 fn the_afxdp_generator_delivers_sequenced_frames_the_sink_counts() {
-    if !privileged() {
-        eprintln!("skipped: needs root with `ip` and `ethtool` (namespaces, BPF, AF_XDP)");
+    if !common::privileged("(namespaces, BPF, AF_XDP)") {
         return;
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,13 +98,16 @@ fn the_afxdp_generator_delivers_sequenced_frames_the_sink_counts() {
         let by_src = lab.programs.sink_by_source().expect("per source");
         assert!(by_src[lab.topology.gens[0].v4[0].octets()[3] as usize] >= got.lab);
     }
-    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    assert!(
+        common::ours().is_empty(),
+        "left behind: {:?}",
+        common::ours()
+    );
 }
 
 #[test]
 fn the_tcp_generator_completes_connections_through_kernel_forwarding() {
-    if !privileged() {
-        eprintln!("skipped: needs root with `ip` and `ethtool` (namespaces)");
+    if !common::privileged("(namespaces)") {
         return;
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,13 +139,16 @@ fn the_tcp_generator_completes_connections_through_kernel_forwarding() {
         .expect("measured");
         assert_eq!((off.established, off.failed), (0, 1), "{off:?}");
     }
-    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    assert!(
+        common::ours().is_empty(),
+        "left behind: {:?}",
+        common::ours()
+    );
 }
 
 #[test]
 fn an_update_storm_on_sluice_kernel_makes_no_verdict_error() {
-    if !privileged() {
-        eprintln!("skipped: needs root with `ip` and `ethtool` (namespaces, BPF, AF_XDP)");
+    if !common::privileged("(namespaces, BPF, AF_XDP)") {
         return;
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -189,5 +180,9 @@ fn an_update_storm_on_sluice_kernel_makes_no_verdict_error() {
         assert_eq!(r.denied_delivered, 0, "{r:?}");
         assert_eq!(r.verdict_errors, 0, "{r:?}");
     }
-    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    assert!(
+        common::ours().is_empty(),
+        "left behind: {:?}",
+        common::ours()
+    );
 }

@@ -4,20 +4,11 @@
 //!
 //! Needs root (namespaces, BPF, sysfs) and two CPUs; skipped with a message otherwise.
 
+mod common;
+
 use bench_lab::netns::{self, PREFIX};
 use bench_lab::scale::{self, CpuPlan, Placement, ScaleConfig, ScaleReport, available_cpus};
 use bench_lab::scenario::Progress;
-
-fn ours() -> Vec<String> {
-    let mine = format!("{PREFIX}{}", std::process::id());
-    netns::lab_namespaces()
-        .into_iter()
-        .filter(|n| {
-            n.strip_prefix(&mine)
-                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
-        })
-        .collect()
-}
 
 fn our_pins() -> Vec<String> {
     let mine = format!("{PREFIX}{}-", std::process::id());
@@ -29,10 +20,6 @@ fn our_pins() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn privileged() -> bool {
-    netns::is_root() && netns::have("ip") && netns::have("ethtool")
 }
 
 /// Prints each finished measurement (visible with `--nocapture`).
@@ -48,8 +35,7 @@ impl Progress for Lines {
 
 #[test]
 fn every_pair_is_served_and_each_worker_has_its_core() {
-    if !privileged() {
-        eprintln!("skipped: needs root with `ip` and `ethtool` to create namespaces");
+    if !common::privileged("to create namespaces") {
         return;
     }
     let available = available_cpus().expect("affinity mask");
@@ -72,7 +58,11 @@ fn every_pair_is_served_and_each_worker_has_its_core() {
     config.warmup = 0.3;
     let mut report = ScaleReport::new("tests/scale.rs".into(), config);
     let outcome = scale::run(&mut report, &Lines);
-    assert!(ours().is_empty(), "namespaces left behind: {:?}", ours());
+    assert!(
+        common::ours().is_empty(),
+        "namespaces left behind: {:?}",
+        common::ours()
+    );
     assert!(
         our_pins().is_empty(),
         "BPF pins left behind: {:?}",

@@ -4,28 +4,13 @@
 //!
 //! Needs root (namespaces, sysfs); skipped with a message otherwise.
 
-use bench_lab::netns::{self, PREFIX};
+mod common;
+
 use bench_lab::topology::{Topology, TopologyConfig};
-
-fn ours() -> Vec<String> {
-    let mine = format!("{PREFIX}{}", std::process::id());
-    netns::lab_namespaces()
-        .into_iter()
-        .filter(|n| {
-            n.strip_prefix(&mine)
-                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
-        })
-        .collect()
-}
-
-fn privileged() -> bool {
-    netns::is_root() && netns::have("ip") && netns::have("ethtool")
-}
 
 #[test]
 fn a_topology_is_built_and_leaves_nothing_behind() {
-    if !privileged() {
-        eprintln!("skipped: needs root with `ip` and `ethtool` to create namespaces");
+    if !common::privileged("to create namespaces") {
         return;
     }
     {
@@ -37,10 +22,10 @@ fn a_topology_is_built_and_leaves_nothing_behind() {
         })
         .expect("topology");
         assert_eq!(
-            ours().len(),
+            common::ours().len(),
             4,
             "node, two generator pods and the sink: {:?}",
-            ours()
+            common::ours()
         );
         assert_eq!(t.gens.len(), 2);
         assert_eq!(t.gens[1].v4.len(), 4);
@@ -77,7 +62,11 @@ fn a_topology_is_built_and_leaves_nothing_behind() {
         t.set_forwarding(true).expect("forwarding on");
         t.set_forwarding(false).expect("forwarding off");
     }
-    assert!(ours().is_empty(), "left behind: {:?}", ours());
+    assert!(
+        common::ours().is_empty(),
+        "left behind: {:?}",
+        common::ours()
+    );
 
     // A panic while the topology is up unwinds through its guards.
     let result = std::panic::catch_unwind(|| {
@@ -85,5 +74,9 @@ fn a_topology_is_built_and_leaves_nothing_behind() {
         panic!("a failing lab step");
     });
     assert!(result.is_err());
-    assert!(ours().is_empty(), "left behind after a panic: {:?}", ours());
+    assert!(
+        common::ours().is_empty(),
+        "left behind after a panic: {:?}",
+        common::ours()
+    );
 }
