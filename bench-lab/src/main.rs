@@ -330,9 +330,7 @@ fn real_main(cli: Cli) -> Result<()> {
         gen_nice: 0,
         generator: common.generator,
     };
-    let mut report = Report::new(command);
-    report.config = Some(config.clone());
-    report.remote_pods = common.remote_pods;
+    let mut report = Report::for_lab(command, &config, common.remote_pods);
     let state = systems::sluice::SluiceState::shared(common.remote_pods)?;
     let mut lab = Lab::new(config)?;
     let mut entries = entries(&common, default_umem, &lab, &state);

@@ -102,10 +102,22 @@ pub struct Row {
     pub offered_pps: f64,
 }
 
-fn now_unix() -> u64 {
+/// Now, in Unix seconds (0 if the clock is before 1970): a report's start and end stamps.
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`'s first three fields; empty when
+/// unreadable), as a measurement or a scaling report records them.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn kpps(pps: f64) -> String {
@@ -142,6 +154,36 @@ impl Report {
             load_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
             ..Report::default()
         }
+    }
+
+    /// An empty report for `command` of runs in the lab `config` describes, with
+    /// `remote_pods` remote pods in sluice's state, stamped now.
+    pub fn for_lab(command: String, config: &LabConfig, remote_pods: usize) -> Self {
+        Report {
+            config: Some(config.clone()),
+            remote_pods,
+            ..Report::new(command)
+        }
+    }
+
+    /// Records that `system` could not be measured at `rules` rules in `scenario`: prints
+    /// `<label>: FAILED: <error>` to stderr and keeps `<what>: <error>` as the reason.
+    pub fn fail(
+        &mut self,
+        system: &dyn crate::systems::System,
+        scenario: Scenario,
+        rules: usize,
+        what: &str,
+        error: &LabError,
+    ) {
+        let label = crate::systems::label(system.name(), &system.variant());
+        eprintln!("{label}: FAILED: {error}");
+        self.failures.push(Failure {
+            system: label,
+            scenario,
+            rules,
+            reason: format!("{what}: {error}"),
+        });
     }
 
     /// Stamps the end.

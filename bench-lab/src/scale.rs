@@ -39,7 +39,7 @@ use crate::generator::{
     latency_histogram,
 };
 use crate::netns;
-use crate::report::median;
+use crate::report::{loadavg, median, now_unix};
 use crate::scenario::{Lab, LabConfig, LatencyFigures, Progress};
 use crate::systems::{self, PeriodExtras, System};
 use crate::topology::{MAX_PAIRS, TopologyConfig};
@@ -767,21 +767,6 @@ pub struct ScaleReport {
     pub failures: Vec<NotMeasured>,
     /// Every measurement.
     pub measurements: Vec<ScaleMeasurement>,
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn round(v: f64, digits: i32) -> f64 {

@@ -23,6 +23,7 @@ use crate::generator::{
     frame_for, latency_histogram,
 };
 use crate::netns::{self, RemoveDir};
+use crate::report::loadavg;
 use crate::systems::{PeriodExtras, System};
 use crate::topology::{Topology, TopologyConfig, v6_of};
 
@@ -171,15 +172,6 @@ impl Measurement {
             self.lost_total as f64 / self.sent_total as f64
         }
     }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The lab: topology, generator and sink, work directory.

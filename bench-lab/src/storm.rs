@@ -667,9 +667,7 @@ pub fn run_all(args: &StormArgs, command: String) -> Result<crate::report::Repor
         gen_nice: 0,
         generator: crate::afxdp_gen::GeneratorKind::Afxdp,
     };
-    let mut report = crate::report::Report::new(command);
-    report.config = Some(config.clone());
-    report.remote_pods = args.remote_pods;
+    let mut report = crate::report::Report::for_lab(command, &config, args.remote_pods);
     let state = SluiceState::shared(args.remote_pods)?;
     let lab = Lab::new(config)?;
     let wanted = |n: &str| args.systems.is_empty() || args.systems.iter().any(|s| s == n);
@@ -695,16 +693,13 @@ pub fn run_all(args: &StormArgs, command: String) -> Result<crate::report::Repor
                 outcome = Err(LabError::Interrupted);
                 break;
             }
-            Err(e) => {
-                let label = crate::systems::label(system.name(), &system.variant());
-                eprintln!("{label}: FAILED: {e}");
-                report.failures.push(crate::report::Failure {
-                    system: label,
-                    scenario: crate::scenario::Scenario::Throughput,
-                    rules: spec.rules,
-                    reason: format!("storm: {e}"),
-                });
-            }
+            Err(e) => report.fail(
+                system.as_ref(),
+                crate::scenario::Scenario::Throughput,
+                spec.rules,
+                "storm",
+                &e,
+            ),
         }
     }
     if let Some(secs) = build_secs(&state) {

@@ -567,9 +567,7 @@ pub fn run_all(args: &TcpArgs, command: String) -> Result<crate::report::Report>
         gen_nice: 0,
         generator: crate::afxdp_gen::GeneratorKind::default(),
     };
-    let mut report = crate::report::Report::new(command);
-    report.config = Some(config.clone());
-    report.remote_pods = args.remote_pods;
+    let mut report = crate::report::Report::for_lab(command, &config, args.remote_pods);
     let state = SluiceState::shared(args.remote_pods)?;
     let lab = Lab::new(config)?;
     if !args.checksum_offload {
@@ -607,16 +605,13 @@ pub fn run_all(args: &TcpArgs, command: String) -> Result<crate::report::Report>
                     outcome = Err(LabError::Interrupted);
                     break 'all;
                 }
-                Err(e) => {
-                    let label = crate::systems::label(system.name(), &system.variant());
-                    eprintln!("{label}: FAILED: {e}");
-                    report.failures.push(crate::report::Failure {
-                        system: label,
-                        scenario: crate::scenario::Scenario::NewFlows,
-                        rules: n,
-                        reason: format!("new connections: {e}"),
-                    });
-                }
+                Err(e) => report.fail(
+                    system.as_ref(),
+                    crate::scenario::Scenario::NewFlows,
+                    n,
+                    "new connections",
+                    &e,
+                ),
             }
         }
     }
