@@ -157,7 +157,23 @@ fn generator_kind(s: &str) -> std::result::Result<GeneratorKind, String> {
     s.parse()
 }
 
+/// Progress shown as a bar on stderr, each finished measurement printed above it.
 struct Bar(ProgressBar);
+
+impl Bar {
+    /// A bar over `total` measurements that ticks on its own (the elapsed time moves while
+    /// one measurement runs).
+    fn new(total: usize) -> Self {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Bar(bar)
+    }
+}
 
 impl Progress for Bar {
     fn start(&self, what: &str) {
@@ -336,14 +352,7 @@ fn real_main(cli: Cli) -> Result<()> {
     let mut entries = entries(&common, default_umem, &lab, &state);
     // The iptables conntrack-first variant only runs in new-flow passes.
     let total = planned(&plan, &entries);
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
-    let progress = Bar(bar);
+    let progress = Bar::new(total);
     let outcome = lab.execute(&plan, &mut entries, &mut report, &progress);
     let build = systems::sluice::build_secs(&state);
     Lab::shutdown(&mut entries);
@@ -390,14 +399,7 @@ fn write_report(report: &Report, out: Option<&std::path::Path>) -> Result<()> {
 fn scale_main(args: &bench_lab::scale::ScaleArgs, command: String) -> Result<()> {
     use bench_lab::scale::{self, ScaleReport};
     let mut report = ScaleReport::new(command, args.config()?);
-    let bar = ProgressBar::new(report.config.planned() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
-    let progress = Bar(bar);
+    let progress = Bar::new(report.config.planned());
     let outcome = scale::run(&mut report, &progress);
     progress.0.finish_and_clear();
     for line in report.json_lines() {
