@@ -41,7 +41,7 @@ use crate::generator::{LAB_PORT, TrafficSpec};
 use crate::netns::{self, RemoveDir};
 use crate::rules::{self, SluicePlan};
 use crate::systems::{PeriodExtras, System};
-use crate::topology::{Topology, v6_of};
+use crate::topology::{Pod, Topology, v6_of};
 
 /// The first remote pod's address; the others follow it.
 pub const REMOTE_BASE: Ipv4Addr = Ipv4Addr::new(10, 128, 1, 0);
@@ -215,6 +215,16 @@ struct Facts {
     kernel_mode: bool,
 }
 
+impl Facts {
+    /// The host-side MACs of `pods`' veths, by ifindex, and the datapath's mode.
+    fn of<'a>(pods: impl Iterator<Item = &'a Pod>, kernel_mode: bool) -> Self {
+        Facts {
+            macs: pods.map(|p| (p.host_ifindex, p.host_mac)).collect(),
+            kernel_mode,
+        }
+    }
+}
+
 impl InterfaceFacts for Facts {
     fn host_mac(&self, ifindex: u32) -> [u8; 6] {
         self.macs.get(&ifindex).copied().unwrap_or_default()
@@ -296,13 +306,7 @@ impl Common {
                 _pins: pins,
             });
         }
-        let facts = Facts {
-            macs: topology
-                .pods()
-                .map(|p| (p.host_ifindex, p.host_mac))
-                .collect(),
-            kernel_mode: self.kernel_mode,
-        };
+        let facts = Facts::of(topology.pods(), self.kernel_mode);
         let mut state = self.state.borrow_mut();
         let built = state.get(topology, rules)?;
         let plane = self.plane.as_mut().ok_or_else(|| err(&"no dataplane"))?;
@@ -415,7 +419,7 @@ impl System for SluiceKernel {
     }
 
     fn live_state(&mut self) -> Option<&mut dyn LiveState> {
-        Some(self)
+        Some(&mut self.common)
     }
 
     fn setup(&mut self, topology: &Topology, rules: usize, _spec: &TrafficSpec) -> Result<()> {
@@ -590,7 +594,7 @@ impl System for SluiceAfxdp {
     }
 
     fn live_state(&mut self) -> Option<&mut dyn LiveState> {
-        Some(self)
+        Some(&mut self.common)
     }
 
     fn setup(&mut self, topology: &Topology, rules: usize, _spec: &TrafficSpec) -> Result<()> {
@@ -733,7 +737,7 @@ pub trait LiveState {
     ) -> Result<UpdateTiming>;
 }
 
-impl Common {
+impl LiveState for Common {
     fn update(
         &mut self,
         topology: &Topology,
@@ -760,15 +764,10 @@ impl Common {
             .plane
             .as_mut()
             .ok_or_else(|| LabError::system(tag, "no dataplane"))?;
-        let facts = Facts {
-            macs: topology
-                .gens
-                .iter()
-                .chain(std::iter::once(&topology.sink))
-                .map(|p| (p.host_ifindex, p.host_mac))
-                .collect(),
-            kernel_mode: self.kernel_mode,
-        };
+        let facts = Facts::of(
+            topology.gens.iter().chain(std::iter::once(&topology.sink)),
+            self.kernel_mode,
+        );
         let stats = plane
             .plane
             .sync(&built.cache.pending(), &facts)
@@ -778,27 +777,5 @@ impl Common {
             sync: started.elapsed() - published,
             map_writes: stats.upserted + stats.deleted,
         })
-    }
-}
-
-impl LiveState for SluiceKernel {
-    fn update(
-        &mut self,
-        topology: &Topology,
-        revokes: bool,
-        change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
-    ) -> Result<UpdateTiming> {
-        self.common.update(topology, revokes, change)
-    }
-}
-
-impl LiveState for SluiceAfxdp {
-    fn update(
-        &mut self,
-        topology: &Topology,
-        revokes: bool,
-        change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
-    ) -> Result<UpdateTiming> {
-        self.common.update(topology, revokes, change)
     }
 }
