@@ -1144,18 +1144,14 @@ impl ScaleLab {
         napi: &[usize],
         run: usize,
     ) -> Result<ScaleMeasurement> {
-        netns::check_interrupted()?;
-        let topology = &self.lab.topology;
-        system
-            .setup(topology, config.rules, &config.traffic)
-            .inspect_err(|_| {
-                let _ = system.teardown(topology);
-            })?;
-        let result = self.measure_set_up(system, config, workers, placement, napi, run);
-        let down = system.teardown(&self.lab.topology);
-        let m = result?;
-        down?;
-        Ok(m)
+        systems::measure_once(
+            self,
+            |scale| &scale.lab.topology,
+            system,
+            config.rules,
+            &config.traffic,
+            |scale, system| scale.measure_set_up(system, config, workers, placement, napi, run),
+        )
     }
 
     fn measure_set_up(

@@ -226,15 +226,14 @@ impl Lab {
         run: usize,
         load_share: Option<f64>,
     ) -> Result<Measurement> {
-        netns::check_interrupted()?;
-        system.setup(&self.topology, rules, spec).inspect_err(|_| {
-            let _ = system.teardown(&self.topology);
-        })?;
-        let result = self.measure_set_up(system, rules, spec, scenario, run, load_share);
-        let down = system.teardown(&self.topology);
-        let m = result?;
-        down?;
-        Ok(m)
+        crate::systems::measure_once(
+            self,
+            |lab| &lab.topology,
+            system,
+            rules,
+            spec,
+            |lab, system| lab.measure_set_up(system, rules, spec, scenario, run, load_share),
+        )
     }
 
     fn measure_set_up(

@@ -38,6 +38,29 @@ pub const ALL: [&str; 7] = [
     "sluice-afxdp",
 ];
 
+/// One measurement of `system` in `lab` (whose topology `topology` picks): stops first if the
+/// lab was interrupted, sets the system up with `rules` rules for `spec`, runs `measure`, and
+/// tears the system down on every path, also when setting it up fails. The measurement's
+/// error wins over the teardown's.
+pub fn measure_once<L, T>(
+    lab: &mut L,
+    topology: fn(&L) -> &Topology,
+    system: &mut dyn System,
+    rules: usize,
+    spec: &TrafficSpec,
+    measure: impl FnOnce(&mut L, &mut dyn System) -> Result<T>,
+) -> Result<T> {
+    crate::netns::check_interrupted()?;
+    system.setup(topology(lab), rules, spec).inspect_err(|_| {
+        let _ = system.teardown(topology(lab));
+    })?;
+    let result = measure(lab, system);
+    let down = system.teardown(topology(lab));
+    let m = result?;
+    down?;
+    Ok(m)
+}
+
 /// What a system reports about one measured period besides rates and CPU.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeriodExtras {
