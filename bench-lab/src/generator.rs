@@ -121,6 +121,18 @@ pub struct TrafficSpec {
 }
 
 impl TrafficSpec {
+    /// A few flows of the smallest IPv4 frames from one source address at `rate_pps`: traffic
+    /// that checks what passes (storm, TCP, generator checks) rather than loads the node.
+    pub fn few_small(rate_pps: Option<f64>) -> Self {
+        TrafficSpec {
+            flows: FlowMode::Few,
+            frame_len: 64,
+            ipv6: false,
+            src_ips: 1,
+            rate_pps,
+        }
+    }
+
     /// The frame length actually sent.
     pub fn effective_len(&self) -> usize {
         self.frame_len.max(min_frame_len(self.ipv6))

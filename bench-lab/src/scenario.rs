@@ -211,6 +211,14 @@ impl Lab {
         })
     }
 
+    /// Ends a lab command: shuts `systems` down (daemons, BPF objects), then the lab itself
+    /// (its programs, then its namespaces).
+    pub fn close(self, systems: &mut [Box<dyn System>]) {
+        for system in systems {
+            system.shutdown();
+        }
+    }
+
     /// The work directory.
     pub fn work_dir(&self) -> PathBuf {
         self.work.0.clone()

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::afxdp_gen::{AfxdpGenConfig, AfxdpGenerator, next_seq};
 use crate::error::{LabError, Result};
-use crate::generator::{FlowMode, GenState, TrafficSpec};
+use crate::generator::{GenState, TrafficSpec};
 use crate::netns;
 use crate::scenario::{Lab, LatencyFigures};
 use crate::systems::System;
@@ -254,13 +254,7 @@ pub fn run(
             reason: "needs two generator pods (allowed and denied)".into(),
         });
     }
-    let traffic = TrafficSpec {
-        flows: FlowMode::Few,
-        frame_len: 64,
-        ipv6: false,
-        src_ips: 1,
-        rate_pps: Some(spec.allowed_pps),
-    };
+    let traffic = traffic_of(spec);
     let mut live_pods: VecDeque<u64> = VecDeque::new();
     let result = system
         .setup(topology, spec.rules, &traffic)
@@ -335,10 +329,7 @@ fn storm_set_up(
     topology.place_napi(system.napi_nice())?;
     let (gen_cpu, nice) = (topology.config.gen_cpu, lab.config.gen_nice);
     let seq = next_seq(&lab.programs)?;
-    let denied_traffic = TrafficSpec {
-        rate_pps: Some(spec.denied_pps),
-        ..traffic_of(spec)
-    };
+    let denied_traffic = TrafficSpec::few_small(Some(spec.denied_pps));
     let (a_slot, d_slot) = (slot_of(allowed_pod.v4[0]), slot_of(denied_pod.v4[0]));
     let sample = |a: &AfxdpGenerator, d: &AfxdpGenerator| -> Result<Sample> {
         let by_src = lab.programs.sink_by_source()?;
@@ -512,14 +503,9 @@ fn storm_loop(
     ))
 }
 
+/// The allowed pod's traffic around a storm.
 fn traffic_of(spec: &StormSpec) -> TrafficSpec {
-    TrafficSpec {
-        flows: FlowMode::Few,
-        frame_len: 64,
-        ipv6: false,
-        src_ips: 1,
-        rate_pps: Some(spec.allowed_pps),
-    }
+    TrafficSpec::few_small(Some(spec.allowed_pps))
 }
 
 /// One line per storm, for progress output.
@@ -705,10 +691,7 @@ pub fn run_all(args: &StormArgs, command: String) -> Result<crate::report::Repor
     if let Some(secs) = build_secs(&state) {
         report.state_build_secs.insert(spec.rules, secs);
     }
-    for system in &mut systems {
-        system.shutdown();
-    }
-    drop(lab);
+    lab.close(&mut systems);
     report.finish();
     outcome.map(|()| report)
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
-use crate::generator::{FlowMode, TrafficSpec};
+use crate::generator::TrafficSpec;
 use crate::netns;
 use crate::scenario::{Lab, LatencyFigures};
 use crate::systems::System;
@@ -393,13 +393,7 @@ pub fn measure(
 ) -> Result<TcpMeasurement> {
     netns::check_interrupted()?;
     let topology = &lab.topology;
-    let traffic = TrafficSpec {
-        flows: FlowMode::Few,
-        frame_len: 64,
-        ipv6: false,
-        src_ips: 1,
-        rate_pps: None,
-    };
+    let traffic = TrafficSpec::few_small(None);
     let result = system
         .setup(topology, rules, &traffic)
         .and_then(|()| allow_tcp(system, topology))
@@ -615,10 +609,7 @@ pub fn run_all(args: &TcpArgs, command: String) -> Result<crate::report::Report>
             }
         }
     }
-    for system in &mut systems {
-        system.shutdown();
-    }
-    drop(lab);
+    lab.close(&mut systems);
     report.finish();
     outcome.map(|()| report)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 mod common;
 
 use bench_lab::afxdp_gen::{AfxdpGenConfig, AfxdpGenerator, next_seq};
-use bench_lab::generator::{FlowMode, TrafficSpec};
+use bench_lab::generator::TrafficSpec;
 use bench_lab::scenario::{Lab, LabConfig};
 use bench_lab::storm::{self, StormSpec};
 use bench_lab::systems::System;
@@ -44,13 +44,7 @@ fn the_afxdp_generator_delivers_sequenced_frames_the_sink_counts() {
     {
         let lab = lab(1);
         let mut system = KernelForward;
-        let spec = TrafficSpec {
-            flows: FlowMode::Few,
-            frame_len: 64,
-            ipv6: false,
-            src_ips: 1,
-            rate_pps: Some(20_000.0),
-        };
+        let spec = TrafficSpec::few_small(Some(20_000.0));
         system.setup(&lab.topology, 0, &spec).expect("forwarding");
         let sink0 = lab.programs.sink().expect("sink");
         let seq0 = next_seq(&lab.programs).expect("sequence");
