@@ -43,7 +43,7 @@ golang-k8s-component-base-dev golang-k8s-klog-dev"
 openapi_pkgs="k8s.io/apimachinery/pkg/apis/meta/v1 k8s.io/apimachinery/pkg/runtime
 k8s.io/apimachinery/pkg/version k8s.io/apimachinery/pkg/util/intstr
 k8s.io/apimachinery/pkg/api/resource k8s.io/api/core/v1 k8s.io/api/networking/v1
-k8s.io/api/rbac/v1 k8s.io/api/coordination/v1 k8s.io/api/discovery/v1
+k8s.io/api/apps/v1 k8s.io/api/rbac/v1 k8s.io/api/coordination/v1 k8s.io/api/discovery/v1
 k8s.io/api/authentication/v1 k8s.io/api/authorization/v1
 k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 

@@ -44,6 +44,8 @@ type resourceDef struct {
 	prepareCreate func(obj runtime.Object)
 	prepareUpdate func(obj, old runtime.Object)
 	validate      func(obj runtime.Object) field.ErrorList
+	// validateUpdate adds the checks of an update (immutable fields) to validate's.
+	validateUpdate func(obj, old runtime.Object) field.ErrorList
 	// validateStatus checks an update through the status subresource.
 	validateStatus func(obj runtime.Object) field.ErrorList
 	// gracefulDelete decides a graceful deletion (pods); nil: deletion is immediate.
@@ -161,10 +163,14 @@ func (s *strategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) 
 		}
 		return nil
 	}
+	var errs field.ErrorList
 	if s.r.validate != nil {
-		return s.r.validate(obj)
+		errs = append(errs, s.r.validate(obj)...)
 	}
-	return nil
+	if s.r.validateUpdate != nil {
+		errs = append(errs, s.r.validateUpdate(obj, old)...)
+	}
+	return errs
 }
 
 func (s *strategy) WarningsOnCreate(ctx context.Context, obj runtime.Object) []string { return nil }

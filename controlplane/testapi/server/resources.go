@@ -6,17 +6,23 @@ package main
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -118,6 +124,14 @@ var resources = []*resourceDef{
 		namespaced: true},
 	{gv: discoveryv1.SchemeGroupVersion, plural: "endpointslices", singular: "endpointslice",
 		kind: "EndpointSlice", namespaced: true},
+	{gv: appsv1.SchemeGroupVersion, plural: "daemonsets", singular: "daemonset", kind: "DaemonSet",
+		namespaced: true, status: true, resetStatusOnCreate: true, shortNames: []string{"ds"},
+		categories:     []string{"all"},
+		prepareCreate:  func(obj runtime.Object) { daemonSetDefaults(obj.(*appsv1.DaemonSet)) },
+		prepareUpdate:  func(obj, _ runtime.Object) { daemonSetDefaults(obj.(*appsv1.DaemonSet)) },
+		validate:       validateDaemonSet,
+		validateUpdate: validateDaemonSetUpdate,
+	},
 }
 
 func setNamespaceLabel(ns *corev1.Namespace) {
@@ -146,7 +160,15 @@ func podFields(obj runtime.Object) fields.Set {
 func podDefaults(obj runtime.Object) {
 	p := obj.(*corev1.Pod)
 	p.Status = corev1.PodStatus{Phase: corev1.PodPending}
-	s := &p.Spec
+	podSpecDefaults(&p.Spec)
+	if p.Spec.ServiceAccountName == "" {
+		p.Spec.ServiceAccountName = "default"
+		p.Spec.DeprecatedServiceAccount = "default"
+	}
+}
+
+// podSpecDefaults applies kube-apiserver's pod spec defaults (pods and pod templates).
+func podSpecDefaults(s *corev1.PodSpec) {
 	if s.RestartPolicy == "" {
 		s.RestartPolicy = corev1.RestartPolicyAlways
 	}
@@ -160,11 +182,9 @@ func podDefaults(obj runtime.Object) {
 		grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
 		s.TerminationGracePeriodSeconds = &grace
 	}
+	// The deprecated serviceAccount field mirrors serviceAccountName (v1 conversion).
 	if s.ServiceAccountName == "" {
 		s.ServiceAccountName = s.DeprecatedServiceAccount
-	}
-	if s.ServiceAccountName == "" {
-		s.ServiceAccountName = "default"
 	}
 	s.DeprecatedServiceAccount = s.ServiceAccountName
 	if s.SecurityContext == nil {
@@ -195,17 +215,21 @@ func podDefaults(obj runtime.Object) {
 }
 
 func validatePod(obj runtime.Object) field.ErrorList {
-	p := obj.(*corev1.Pod)
+	return validatePodSpec(&obj.(*corev1.Pod).Spec, field.NewPath("spec"))
+}
+
+// validatePodSpec: at least one container; every container (init containers included) has
+// a unique name and an image.
+func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	path := field.NewPath("spec", "containers")
-	if len(p.Spec.Containers) == 0 {
-		errs = append(errs, field.Required(path, ""))
+	if len(s.Containers) == 0 {
+		errs = append(errs, field.Required(path.Child("containers"), ""))
 	}
 	seen := sets.New[string]()
-	for i, c := range append(append([]corev1.Container{}, p.Spec.Containers...), p.Spec.InitContainers...) {
-		cp := path.Index(i)
-		if i >= len(p.Spec.Containers) {
-			cp = field.NewPath("spec", "initContainers").Index(i - len(p.Spec.Containers))
+	for i, c := range append(append([]corev1.Container{}, s.Containers...), s.InitContainers...) {
+		cp := path.Child("containers").Index(i)
+		if i >= len(s.Containers) {
+			cp = path.Child("initContainers").Index(i - len(s.Containers))
 		}
 		if c.Name == "" {
 			errs = append(errs, field.Required(cp.Child("name"), ""))
@@ -263,4 +287,128 @@ func podGracefulDelete(obj runtime.Object, options *metav1.DeleteOptions) bool {
 	}
 	options.GracePeriodSeconds = &period
 	return true
+}
+
+// daemonSetDefaults applies kube-apiserver's DaemonSet defaults: a RollingUpdate strategy
+// (maxUnavailable 1, maxSurge 0), revisionHistoryLimit 10, and the pod template's defaults.
+func daemonSetDefaults(ds *appsv1.DaemonSet) {
+	s := &ds.Spec
+	if s.UpdateStrategy.Type == "" {
+		s.UpdateStrategy.Type = appsv1.RollingUpdateDaemonSetStrategyType
+	}
+	if s.UpdateStrategy.Type == appsv1.RollingUpdateDaemonSetStrategyType {
+		if s.UpdateStrategy.RollingUpdate == nil {
+			s.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{}
+		}
+		ru := s.UpdateStrategy.RollingUpdate
+		if ru.MaxUnavailable == nil {
+			one := intstr.FromInt32(1)
+			ru.MaxUnavailable = &one
+		}
+		if ru.MaxSurge == nil {
+			zero := intstr.FromInt32(0)
+			ru.MaxSurge = &zero
+		}
+	}
+	if s.RevisionHistoryLimit == nil {
+		limit := int32(10)
+		s.RevisionHistoryLimit = &limit
+	}
+	podSpecDefaults(&s.Template.Spec)
+}
+
+// validateDaemonSet is the part of kube-apiserver's DaemonSet validation that a manifest
+// gets wrong most often: a selector that is set, not empty and matches the template's
+// labels; a valid pod template that restarts Always; a valid update strategy.
+func validateDaemonSet(obj runtime.Object) field.ErrorList {
+	ds := obj.(*appsv1.DaemonSet)
+	s := &ds.Spec
+	spec := field.NewPath("spec")
+	var errs field.ErrorList
+	if s.Selector == nil {
+		errs = append(errs, field.Required(spec.Child("selector"), ""))
+	} else {
+		selErrs := metav1validation.ValidateLabelSelector(s.Selector, metav1validation.LabelSelectorValidationOptions{}, spec.Child("selector"))
+		errs = append(errs, selErrs...)
+		if selector, err := metav1.LabelSelectorAsSelector(s.Selector); len(selErrs) == 0 && err == nil {
+			if selector.Empty() {
+				errs = append(errs, field.Invalid(spec.Child("selector"), s.Selector, "empty selector is invalid for daemonset"))
+			} else if !selector.Matches(labels.Set(s.Template.Labels)) {
+				errs = append(errs, field.Invalid(spec.Child("template", "metadata", "labels"), s.Template.Labels,
+					"`selector` does not match template `labels`"))
+			}
+		}
+	}
+	tmpl := spec.Child("template", "spec")
+	errs = append(errs, validatePodSpec(&s.Template.Spec, tmpl)...)
+	if p := s.Template.Spec.RestartPolicy; p != corev1.RestartPolicyAlways {
+		errs = append(errs, field.NotSupported(tmpl.Child("restartPolicy"), p, []corev1.RestartPolicy{corev1.RestartPolicyAlways}))
+	}
+	if s.Template.Spec.ActiveDeadlineSeconds != nil {
+		errs = append(errs, field.Invalid(tmpl.Child("activeDeadlineSeconds"), *s.Template.Spec.ActiveDeadlineSeconds,
+			"activeDeadlineSeconds in DaemonSet is not Supported"))
+	}
+	if s.MinReadySeconds < 0 {
+		errs = append(errs, field.Invalid(spec.Child("minReadySeconds"), s.MinReadySeconds, "must be greater than or equal to 0"))
+	}
+	if s.RevisionHistoryLimit != nil && *s.RevisionHistoryLimit < 0 {
+		errs = append(errs, field.Invalid(spec.Child("revisionHistoryLimit"), *s.RevisionHistoryLimit, "must be greater than or equal to 0"))
+	}
+	return append(errs, validateDaemonSetUpdateStrategy(&s.UpdateStrategy, spec.Child("updateStrategy"))...)
+}
+
+func validateDaemonSetUpdateStrategy(st *appsv1.DaemonSetUpdateStrategy, path *field.Path) field.ErrorList {
+	switch st.Type {
+	case appsv1.OnDeleteDaemonSetStrategyType:
+		return nil
+	case appsv1.RollingUpdateDaemonSetStrategyType:
+		if st.RollingUpdate == nil {
+			return field.ErrorList{field.Required(path.Child("rollingUpdate"), "")}
+		}
+		rp := path.Child("rollingUpdate")
+		unavailable, errs := intOrPercent(st.RollingUpdate.MaxUnavailable, rp.Child("maxUnavailable"))
+		surge, surgeErrs := intOrPercent(st.RollingUpdate.MaxSurge, rp.Child("maxSurge"))
+		errs = append(errs, surgeErrs...)
+		if len(errs) == 0 && unavailable == 0 && surge == 0 {
+			errs = append(errs, field.Invalid(rp.Child("maxUnavailable"), st.RollingUpdate.MaxUnavailable.String(),
+				"may not be 0 when `maxSurge` is 0"))
+		}
+		return errs
+	default:
+		return field.ErrorList{field.NotSupported(path.Child("type"), st.Type, []appsv1.DaemonSetUpdateStrategyType{
+			appsv1.RollingUpdateDaemonSetStrategyType, appsv1.OnDeleteDaemonSetStrategyType})}
+	}
+}
+
+var percentRE = regexp.MustCompile(`^([0-9]+)%$`)
+
+// intOrPercent checks a count or a percentage (0 to 100%) and returns its number (0 if nil).
+func intOrPercent(v *intstr.IntOrString, path *field.Path) (int, field.ErrorList) {
+	if v == nil {
+		return 0, nil
+	}
+	if v.Type == intstr.Int {
+		if v.IntVal < 0 {
+			return 0, field.ErrorList{field.Invalid(path, v.IntVal, "must be greater than or equal to 0")}
+		}
+		return int(v.IntVal), nil
+	}
+	m := percentRE.FindStringSubmatch(v.StrVal)
+	if m == nil {
+		return 0, field.ErrorList{field.Invalid(path, v.StrVal, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")}
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil || n > 100 {
+		return 0, field.ErrorList{field.Invalid(path, v.StrVal, "must not be greater than 100%")}
+	}
+	return n, nil
+}
+
+// validateDaemonSetUpdate: the selector cannot change (the pods it selects would be orphaned).
+func validateDaemonSetUpdate(obj, old runtime.Object) field.ErrorList {
+	ds, oldDS := obj.(*appsv1.DaemonSet), old.(*appsv1.DaemonSet)
+	if !equality.Semantic.DeepEqual(ds.Spec.Selector, oldDS.Spec.Selector) {
+		return field.ErrorList{field.Invalid(field.NewPath("spec", "selector"), ds.Spec.Selector, "field is immutable")}
+	}
+	return nil
 }

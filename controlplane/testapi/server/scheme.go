@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +33,7 @@ var (
 
 	servedGroupVersions = []schema.GroupVersion{
 		corev1.SchemeGroupVersion,
+		appsv1.SchemeGroupVersion,
 		networkingv1.SchemeGroupVersion,
 		rbacv1.SchemeGroupVersion,
 		coordinationv1.SchemeGroupVersion,
@@ -40,6 +42,7 @@ var (
 	}
 	addToScheme = []func(*runtime.Scheme) error{
 		corev1.AddToScheme,
+		appsv1.AddToScheme,
 		networkingv1.AddToScheme,
 		rbacv1.AddToScheme,
 		coordinationv1.AddToScheme,
