@@ -16,6 +16,32 @@ use crate::error::{LabError, Result};
 use crate::generator::FlowMode;
 use crate::scenario::{LabConfig, Measurement, Scenario};
 
+/// A directory that report files are written into, and the files written so far.
+pub(crate) struct ReportDir<'a> {
+    dir: &'a Path,
+    /// The paths written, in order.
+    pub(crate) files: Vec<String>,
+}
+
+impl<'a> ReportDir<'a> {
+    /// Creates `dir` (and its parents) if missing.
+    pub(crate) fn create(dir: &'a Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir.display().to_string(), e))?;
+        Ok(ReportDir {
+            dir,
+            files: Vec::new(),
+        })
+    }
+
+    /// Writes `text` into the file `name` of the directory and notes its path.
+    pub(crate) fn put(&mut self, name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).map_err(|e| LabError::io(path.display().to_string(), e))?;
+        self.files.push(path.display().to_string());
+        Ok(())
+    }
+}
+
 /// A system that could not be measured, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Failure {
@@ -648,20 +674,13 @@ impl Report {
 
     /// Writes `report.json`, `report.md` and the SVG plots into `dir`; returns the files.
     pub fn write(&self, dir: &Path) -> Result<Vec<String>> {
-        std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir.display().to_string(), e))?;
-        let mut files = Vec::new();
-        let mut put = |name: &str, text: &str| -> Result<()> {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| LabError::io(path.display().to_string(), e))?;
-            files.push(path.display().to_string());
-            Ok(())
-        };
-        put("report.json", &self.to_json()?)?;
-        put("report.md", &self.to_markdown())?;
+        let mut out = ReportDir::create(dir)?;
+        out.put("report.json", &self.to_json()?)?;
+        out.put("report.md", &self.to_markdown())?;
         for (name, svg) in self.plots() {
-            put(&name, &svg)?;
+            out.put(&name, &svg)?;
         }
-        Ok(files)
+        Ok(out.files)
     }
 
     /// The SVG plots: (file name, document). A plot without data is left out.

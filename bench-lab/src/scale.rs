@@ -39,7 +39,7 @@ use crate::generator::{
     latency_histogram,
 };
 use crate::netns;
-use crate::report::{loadavg, median, now_unix};
+use crate::report::{ReportDir, loadavg, median, now_unix};
 use crate::scenario::{Lab, LabConfig, LatencyFigures, Progress};
 use crate::systems::{self, PeriodExtras, System};
 use crate::topology::{MAX_PAIRS, TopologyConfig};
@@ -1023,22 +1023,15 @@ impl ScaleReport {
     /// Writes `scale.json` (every raw figure), `scale.md` and `scale.svg` into `dir` (the
     /// chart only when something was measured); returns the files written.
     pub fn write(&self, dir: &Path) -> Result<Vec<String>> {
-        std::fs::create_dir_all(dir).map_err(|e| LabError::io(dir.display().to_string(), e))?;
-        let mut files = Vec::new();
-        let mut put = |name: &str, text: &str| -> Result<()> {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| LabError::io(path.display().to_string(), e))?;
-            files.push(path.display().to_string());
-            Ok(())
-        };
+        let mut out = ReportDir::create(dir)?;
         let json =
             serde_json::to_string_pretty(self).map_err(|e| LabError::Report(e.to_string()))?;
-        put("scale.json", &json)?;
-        put("scale.md", &self.to_markdown())?;
+        out.put("scale.json", &json)?;
+        out.put("scale.md", &self.to_markdown())?;
         if !self.measurements.is_empty() {
-            put("scale.svg", &self.to_svg()?)?;
+            out.put("scale.svg", &self.to_svg()?)?;
         }
-        Ok(files)
+        Ok(out.files)
     }
 }
 
