@@ -937,8 +937,9 @@ impl ScaleReport {
                 s,
                 "**Generators share the node's cores** ({}): the generators' time competes with \
                  the node's and is counted in the node ns/packet column (the threads column \
-                 counts only the node's NAPI kthreads and the system's threads). These rates are \
-                 not a clean scaling figure.\n",
+                 counts only the node's NAPI kthreads and the system's threads), and sluice-afxdp's \
+                 workers run at normal priority there (a busy real-time worker would starve the \
+                 generator on its core). These rates are not a clean scaling figure.\n",
                 shared.join("; ")
             );
         }
@@ -1429,6 +1430,7 @@ fn execute(
                         afxdp.serve_pairs(Some(systems::sluice::PairWorkers {
                             cores: config.cpus.node_cpus[..w].to_vec(),
                             napi_on_worker_core: placement == Placement::Shared,
+                            realtime: !config.cpus.generators_share_node_cores(w),
                         }));
                     }
                     let system = entry.system.system();

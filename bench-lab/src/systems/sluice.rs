@@ -454,6 +454,10 @@ pub struct PairWorkers {
     /// Whether each worker pins its pair's NAPI kthreads to its own core (`false`: the lab
     /// places them elsewhere).
     pub napi_on_worker_core: bool,
+    /// Workers at `SCHED_FIFO` (the fast path's default). Off where generators share the
+    /// workers' cores: a busy real-time worker would starve the generator of another pair on
+    /// its core, and that pair would see no traffic at all.
+    pub realtime: bool,
 }
 
 /// sluice's AF_XDP fast path: one worker pinned to the node core (or one per pair).
@@ -545,6 +549,9 @@ impl SluiceAfxdp {
             config.core = Some(core);
             config.umem = self.umem;
             config.scheduling.place_napi = layout.napi_on_worker_core;
+            if !layout.realtime {
+                config.scheduling.realtime_priority = None;
+            }
             configs.push(config);
         }
         Ok(configs)
