@@ -223,7 +223,12 @@ fn apply(
     removes: &[u64],
     label_sets: usize,
 ) -> Result<crate::systems::sluice::UpdateTiming> {
-    live.update(topology, !removes.is_empty(), &mut |cache| {
+    let addresses: Vec<ipnet::IpNet> = adds
+        .iter()
+        .chain(removes)
+        .map(|&n| ipnet::IpNet::from(IpAddr::V4(storm_pod(n, label_sets).2)))
+        .collect();
+    live.update(topology, !removes.is_empty(), &addresses, &mut |cache| {
         for &n in adds {
             let (uid, app, ip) = storm_pod(n, label_sets);
             cache
@@ -263,7 +268,7 @@ pub fn run(
     let cleanup = match system.live_state() {
         Some(live) if result.is_ok() || !live_pods.is_empty() => {
             let removes: Vec<u64> = live_pods.drain(..).collect();
-            live.update(topology, true, &mut |cache| {
+            live.update(topology, true, &[], &mut |cache| {
                 for n in &removes {
                     cache.remove_workload(&format!("storm-{n}"));
                 }
@@ -273,7 +278,7 @@ pub fn run(
             .map(drop)
         }
         Some(live) => live
-            .update(topology, true, &mut |cache| {
+            .update(topology, true, &[], &mut |cache| {
                 cache.remove_workload(DENIED_UID);
                 Ok(())
             })
@@ -311,7 +316,7 @@ fn storm_set_up(
         // The denied endpoint, and the storm's standing pods.
         let mut ips: Vec<IpAddr> = denied_pod.v4.iter().map(|a| IpAddr::V4(*a)).collect();
         ips.extend(denied_pod.v4.iter().map(|a| IpAddr::V6(v6_of(*a))));
-        live.update(topology, false, &mut |cache| {
+        live.update(topology, false, &[], &mut |cache| {
             cache
                 .upsert_workload(lab_workload(
                     DENIED_UID.into(),

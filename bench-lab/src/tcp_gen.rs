@@ -346,7 +346,7 @@ fn allow_tcp(system: &mut dyn System, topology: &Topology) -> Result<()> {
                 ));
             };
             let policy = lab_policy(&tcp_policy())?;
-            live.update(topology, false, &mut |cache| {
+            live.update(topology, false, &[], &mut |cache| {
                 cache.upsert_policy(policy.clone());
                 Ok(())
             })
@@ -361,7 +361,7 @@ fn revoke_tcp(system: &mut dyn System, topology: &Topology) -> Result<()> {
         return Ok(());
     };
     let key = lab_policy(&tcp_policy())?.key;
-    live.update(topology, true, &mut |cache| {
+    live.update(topology, true, &[], &mut |cache| {
         cache.remove_policy(&key);
         Ok(())
     })

@@ -735,11 +735,15 @@ pub struct UpdateTiming {
 /// the change revokes something, then bring the BPF maps in line by diff.
 pub trait LiveState {
     /// Applies `change` to the state (set up before, by [`System::setup`]). `revokes`: the
-    /// change removes something a worker may still decide by.
+    /// change removes something a worker may still decide by. `addresses`: the addresses
+    /// whose pods the change adds or removes, when that is all it does (empty: anything may
+    /// have changed); then, if no identity came or went, only their ipcache entries are
+    /// written to the BPF maps, as the agent does for pod events.
     fn update(
         &mut self,
         topology: &Topology,
         revokes: bool,
+        addresses: &[ipnet::IpNet],
         change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
     ) -> Result<UpdateTiming>;
 }
@@ -749,6 +753,7 @@ impl LiveState for Common {
         &mut self,
         topology: &Topology,
         revokes: bool,
+        addresses: &[ipnet::IpNet],
         change: &mut dyn FnMut(&mut IdentityCache) -> Result<()>,
     ) -> Result<UpdateTiming> {
         let tag = self.tag;
@@ -758,7 +763,20 @@ impl LiveState for Common {
             .built
             .as_mut()
             .ok_or_else(|| LabError::system(tag, "state not built (no setup)"))?;
+        let identities_before: Vec<_> = if addresses.is_empty() {
+            Vec::new()
+        } else {
+            built.cache.registry().iter().map(|(id, _)| id).collect()
+        };
         change(&mut built.cache)?;
+        // With the same identities in use, the compiled policy is what the maps hold and only
+        // these addresses' ipcache entries can differ.
+        let registry = built.cache.registry();
+        let only_addresses = !addresses.is_empty()
+            && registry.len() == identities_before.len()
+            && identities_before
+                .iter()
+                .all(|id| registry.get(*id).is_some());
         let generation = built.cache.publish();
         if revokes {
             built
@@ -775,10 +793,13 @@ impl LiveState for Common {
             topology.gens.iter().chain(std::iter::once(&topology.sink)),
             self.kernel_mode,
         );
-        let stats = plane
-            .plane
-            .sync(&built.cache.pending(), &facts)
-            .map_err(|e| LabError::system(tag, format!("syncing the BPF maps: {e}")))?;
+        let pending = built.cache.pending();
+        let stats = if only_addresses {
+            plane.plane.sync_ipcache(&pending, addresses)
+        } else {
+            plane.plane.sync(&pending, &facts)
+        }
+        .map_err(|e| LabError::system(tag, format!("syncing the BPF maps: {e}")))?;
         Ok(UpdateTiming {
             publish: published,
             sync: started.elapsed() - published,
