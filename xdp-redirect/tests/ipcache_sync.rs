@@ -7,15 +7,12 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Map, MapData};
 use identity_cache::identity::ClusterKey;
-use identity_cache::ipcache::Source;
-use identity_cache::labels::{LabelFilter, WorkloadMeta, workload_labels};
 use identity_cache::state::{IdentityCache, Workload};
 use identity_cache::tables::EnforcementConfig;
 use ipnet::IpNet;
@@ -44,24 +41,7 @@ impl Drop for Pins {
 }
 
 fn remote(uid: &str, app: &str, ip: Ipv4Addr) -> Workload {
-    let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
-    Workload {
-        uid: uid.into(),
-        namespace: "t".into(),
-        name: uid.into(),
-        labels: workload_labels(
-            &WorkloadMeta {
-                namespace: "t",
-                pod_labels: Some(&labels),
-                ..WorkloadMeta::default()
-            },
-            &LabelFilter::default(),
-        ),
-        ips: vec![IpAddr::V4(ip)],
-        named_ports: Vec::new(),
-        source: Source::ApiServer,
-        local: None,
-    }
+    support::workload_in_t(uid.into(), uid, app, vec![IpAddr::V4(ip)])
 }
 
 /// The identity the pinned `ipcache_v4` map holds for exactly `ip`/32 (the map is read from

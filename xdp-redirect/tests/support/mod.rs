@@ -278,9 +278,22 @@ impl InterfaceFacts for HostFacts {
 /// A local workload `t/name` labelled `app: app` on `pod`'s veth with addresses `ips`
 /// (built as kernel_path.rs does).
 pub fn local_workload(pod: &Pod, name: &str, app: &str, ips: Vec<IpAddr>) -> Workload {
+    Workload {
+        source: Source::Local,
+        local: Some(LocalAttachment {
+            ifindex: pod.host_ifindex,
+            mac: pod.mac,
+        }),
+        ..workload_in_t(format!("uid-{name}"), name, app, ips)
+    }
+}
+
+/// A pod `name` (uid `uid`) in namespace `t` with label `app`, on another node: what the
+/// API server reports, no local interface.
+pub fn workload_in_t(uid: String, name: &str, app: &str, ips: Vec<IpAddr>) -> Workload {
     let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
     Workload {
-        uid: format!("uid-{name}"),
+        uid,
         namespace: "t".into(),
         name: name.into(),
         labels: workload_labels(
@@ -293,11 +306,8 @@ pub fn local_workload(pod: &Pod, name: &str, app: &str, ips: Vec<IpAddr>) -> Wor
         ),
         ips,
         named_ports: Vec::<NamedPort>::new(),
-        source: Source::Local,
-        local: Some(LocalAttachment {
-            ifindex: pod.host_ifindex,
-            mac: pod.mac,
-        }),
+        source: Source::ApiServer,
+        local: None,
     }
 }
 
