@@ -375,26 +375,28 @@ mod tests {
         }
     }
 
+    /// A bare u64 key (0 is the empty slot).
+    #[derive(Clone, Copy)]
+    struct K(u64);
+    impl FlatEntry for K {
+        type Key = u64;
+        const EMPTY: Self = K(0);
+        fn is_empty(&self) -> bool {
+            self.0 == 0
+        }
+        fn has_key(&self, key: &u64) -> bool {
+            self.0 == *key
+        }
+        fn key(&self) -> u64 {
+            self.0
+        }
+        fn hash(key: &u64) -> u64 {
+            crate::cow_map::mix64(*key)
+        }
+    }
+
     #[test]
     fn load_stays_within_bounds_while_growing_and_shrinking() {
-        #[derive(Clone, Copy)]
-        struct K(u64);
-        impl FlatEntry for K {
-            type Key = u64;
-            const EMPTY: Self = K(0);
-            fn is_empty(&self) -> bool {
-                self.0 == 0
-            }
-            fn has_key(&self, key: &u64) -> bool {
-                self.0 == *key
-            }
-            fn key(&self) -> u64 {
-                self.0
-            }
-            fn hash(key: &u64) -> u64 {
-                crate::cow_map::mix64(*key)
-            }
-        }
         let mut t: CowFlat<K> = CowFlat::default();
         for k in 1..=200_000u64 {
             t.insert(K(k));
@@ -412,24 +414,6 @@ mod tests {
 
     #[test]
     fn small_tables_are_one_shard_and_split_and_merge_at_the_thresholds() {
-        #[derive(Clone, Copy)]
-        struct K(u64);
-        impl FlatEntry for K {
-            type Key = u64;
-            const EMPTY: Self = K(0);
-            fn is_empty(&self) -> bool {
-                self.0 == 0
-            }
-            fn has_key(&self, key: &u64) -> bool {
-                self.0 == *key
-            }
-            fn key(&self) -> u64 {
-                self.0
-            }
-            fn hash(key: &u64) -> u64 {
-                crate::cow_map::mix64(*key)
-            }
-        }
         let mut t: CowFlat<K> = CowFlat::default();
         let present = |t: &CowFlat<K>, lo: u64, hi: u64| {
             (1..=4000u64).all(|k| t.get(&k).is_some() == (lo..=hi).contains(&k))
