@@ -411,6 +411,15 @@ impl SocketSet {
         total
     }
 
+    /// Whether port `i` has TX work left: frames waiting for ring room, or descriptors on the
+    /// ring the kernel has not taken (copy mode moves them only on a kick, and a flush stops
+    /// after its kick budget).
+    pub(crate) fn tx_unfinished(&mut self, i: usize) -> bool {
+        let ring = self.sizes.ring;
+        let port = &mut self.ports[i];
+        !port.tx_pending.is_empty() || port.tx.nb_free_exact() < ring
+    }
+
     /// Puts port `i`'s pending frames on its TX ring and kicks the kernel until it has taken
     /// every descriptor off the ring (copy mode sends a bounded number per `sendto()`), at
     /// most `max_kicks` times. It does not wait for completions: in copy mode a frame

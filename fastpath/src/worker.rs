@@ -457,7 +457,7 @@ fn run(
                 .record_n(done.saturating_sub(burst_start), n as u64);
         }
         for i in 0..sockets.ports.len() {
-            if !sockets.ports[i].tx_pending.is_empty() {
+            if sockets.tx_unfinished(i) {
                 state.counters.tx_kicks += u64::from(sockets.flush(i, &mut scratch, 64));
             }
             sockets.reap(i, &mut scratch);
