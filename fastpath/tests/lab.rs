@@ -14,7 +14,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -221,7 +221,7 @@ fn spawn_in<T: Send + 'static>(
 fn tcp_echo_server(ns: &Netns, addr: SocketAddrV4, within: Duration) -> JoinHandle<Vec<u8>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = spawn_in(ns, move || {
-        let listener = TcpListener::bind(addr).expect("bind");
+        let listener = support::bind_tcp(addr);
         listener.set_nonblocking(true).expect("nonblocking");
         ready_tx.send(()).expect("ready");
         let deadline = Instant::now() + within;
@@ -291,7 +291,7 @@ fn udp_exchange(ns: &Netns, to: SocketAddrV4, msg: &'static [u8]) -> Option<Vec<
 fn udp_echo_server(ns: &Netns, addr: SocketAddrV4, within: Duration) -> JoinHandle<Vec<Vec<u8>>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = spawn_in(ns, move || {
-        let s = UdpSocket::bind(addr).expect("bind");
+        let s = support::bind_udp(addr);
         s.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
         ready_tx.send(()).expect("ready");

@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use identity_cache::endpoint::NamedPort;
@@ -83,7 +83,7 @@ fn udp_delivered_from(from: &Pod, sport: u16, to: &Pod, port: u16) -> bool {
         let path = to.ns.name.clone();
         std::thread::spawn(move || {
             support::in_netns(&path, move || {
-                let sock = UdpSocket::bind(dst).expect("bind");
+                let sock = support::bind_udp(dst);
                 sock.set_read_timeout(Some(Duration::from_millis(700)))
                     .expect("timeout");
                 let mut buf = [0u8; 64];
@@ -106,7 +106,7 @@ fn tcp_connects(from: &Pod, to: &Pod, port: u16) -> bool {
         let path = to.ns.name.clone();
         std::thread::spawn(move || {
             support::in_netns(&path, move || {
-                let l = TcpListener::bind(dst).expect("listen");
+                let l = support::bind_tcp(dst);
                 l.set_nonblocking(true).expect("nonblocking");
                 support::wait_for(Duration::from_millis(1500), || l.accept().ok()).is_some()
             })
@@ -198,7 +198,7 @@ fn kernel_path_enforces_policy_with_real_packets() {
         let path = node.name.clone();
         std::thread::spawn(move || {
             support::in_netns(&path, move || {
-                let sock = UdpSocket::bind(gateway).expect("bind on the node");
+                let sock = support::bind_udp(gateway);
                 sock.set_read_timeout(Some(Duration::from_millis(700)))
                     .expect("timeout");
                 let mut buf = [0u8; 64];

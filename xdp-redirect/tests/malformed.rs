@@ -438,7 +438,7 @@ fn udp_delivered(a: &Pod, b: &Pod, port: u16) -> bool {
         let (tx, rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
             support::in_netns(&path, move || {
-                let sock = UdpSocket::bind(dst).expect("bind");
+                let sock = support::bind_udp(dst);
                 let _ = tx.send(());
                 sock.set_read_timeout(Some(Duration::from_millis(700)))
                     .expect("timeout");

@@ -144,7 +144,7 @@ fn listen(
             let socks: Vec<(u16, UdpSocket)> = ports
                 .iter()
                 .map(|&p| {
-                    let s = UdpSocket::bind(SocketAddrV4::new(ip, p)).expect("bind listener");
+                    let s = support::bind_udp(SocketAddrV4::new(ip, p));
                     s.set_nonblocking(true).expect("nonblocking");
                     (p, s)
                 })

@@ -160,7 +160,7 @@ pub fn tcp_ok(ns: &Netns, to: SocketAddrV4) -> bool {
 pub fn tcp_server(ns: &Netns, addr: SocketAddrV4, stop: Arc<AtomicBool>) -> JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in(ns, move || {
-        let l = std::net::TcpListener::bind(addr).expect("bind");
+        let l = support::bind_tcp(addr);
         l.set_nonblocking(true).expect("nonblocking");
         tx.send(()).expect("ready");
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -210,7 +210,7 @@ pub fn udp_counter(
 ) -> JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = spawn_in(ns, move || {
-        let s = UdpSocket::bind(addr).expect("bind");
+        let s = support::bind_udp(addr);
         s.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
         tx.send(()).expect("ready");

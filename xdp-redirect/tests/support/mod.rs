@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs::File;
+use std::net::{SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -226,6 +227,35 @@ pub fn in_netns<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
     f()
+}
+
+/// Retries `bind` for up to two seconds while its address is still in use.
+///
+/// A socket a test has just closed stays bound while a child process that another test
+/// thread is spawning holds a copy of its descriptor (between fork and exec): close-on-exec
+/// releases it only at exec. A listener re-bound on the same port right after the previous
+/// one was dropped can therefore see `EADDRINUSE` for a moment.
+fn bind_retrying<T>(addr: SocketAddrV4, bind: impl Fn(SocketAddrV4) -> std::io::Result<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for _ in 0..400 {
+        match bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.unwrap_or_else(|e| panic!("bind {addr}: {e}")),
+        }
+    }
+    bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+}
+
+/// A UDP socket bound on `addr` (see [`bind_retrying`] for why it may wait).
+pub fn bind_udp(addr: SocketAddrV4) -> UdpSocket {
+    bind_retrying(addr, UdpSocket::bind)
+}
+
+/// A TCP listener bound on `addr` (see [`bind_retrying`] for why it may wait).
+pub fn bind_tcp(addr: SocketAddrV4) -> TcpListener {
+    bind_retrying(addr, TcpListener::bind)
 }
 
 /// Removes a directory tree (pins) on drop.
