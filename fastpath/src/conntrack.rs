@@ -13,6 +13,12 @@
 //! Tracked: TCP, UDP, SCTP (by ports) and ICMP/ICMPv6 echo (by echo identifier). Forward
 //! packets are always decided by policy, so revoking an allow stops a connection's forward
 //! direction at its next packet.
+//!
+//! A port protocol's connection is stored under its two ends in a fixed order ([`SlotKey`]),
+//! with the side that opened it: a forward packet's reply check and its refresh then probe the
+//! same bucket. The table is megabytes at the default capacity, so each probe of a bucket not
+//! yet in cache costs a memory access; with one key per direction, every forward packet paid
+//! two.
 
 use std::net::IpAddr;
 
@@ -121,9 +127,40 @@ impl FlowKey {
     }
 }
 
+/// Where a connection is stored: for TCP, UDP and SCTP its two (address, port) ends with the
+/// lower one first, so both directions of one connection share an entry; for ICMP echo the
+/// forward key as it is (requests and replies are told apart by their type, not by their
+/// direction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SlotKey(FlowKey);
+
+impl SlotKey {
+    /// The slot of the connection whose forward key is `key`, and whether `key`'s source is
+    /// the slot's first end.
+    fn of(key: FlowKey) -> (SlotKey, bool) {
+        match key.protocol {
+            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP
+                if (key.dst, key.dport) < (key.src, key.sport) =>
+            {
+                let swapped = FlowKey {
+                    src: key.dst,
+                    dst: key.src,
+                    sport: key.dport,
+                    dport: key.sport,
+                    protocol: key.protocol,
+                };
+                (SlotKey(swapped), false)
+            }
+            _ => (SlotKey(key), true),
+        }
+    }
+}
+
 /// What the table remembers of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ConnEntry {
+    /// Whether the side that opened the connection is the first end of its [`SlotKey`].
+    opened_by_first: bool,
     last_seen_ns: u64,
     /// Identity of the connection's source when policy allowed it.
     src_identity: Identity,
@@ -174,7 +211,7 @@ pub enum Recorded {
 
 /// One worker's connection table, bounded and never resized.
 pub struct ConnTable {
-    entries: HashMap<FlowKey, ConnEntry>,
+    entries: HashMap<SlotKey, ConnEntry>,
     capacity: usize,
     timeouts: Timeouts,
     stats: ConnStats,
@@ -239,9 +276,14 @@ impl ConnTable {
         let Some(key) = FlowKey::reply_of(p) else {
             return ReplyMatch::NotTracked;
         };
-        let Some(entry) = self.entries.get_mut(&key) else {
+        let (slot, first) = SlotKey::of(key);
+        let Some(entry) = self.entries.get_mut(&slot) else {
             return ReplyMatch::NotTracked;
         };
+        if entry.opened_by_first != first {
+            // The packet goes the way the connection was opened: not a reply.
+            return ReplyMatch::NotTracked;
+        }
         let timeout = timeout_for(&self.timeouts, key.protocol, entry.closing);
         if now_ns.saturating_sub(entry.last_seen_ns) > timeout {
             return ReplyMatch::NotTracked;
@@ -268,20 +310,25 @@ impl ConnTable {
             return Recorded::Untracked;
         };
         let closing = p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-        // One probe: the entry is refreshed in place (the table is sized for the worker's
-        // connections, megabytes at the default capacity, so every probe is a likely miss).
-        if let Some(entry) = self.entries.get_mut(&key) {
+        let (slot, first) = SlotKey::of(key);
+        // One probe, of the bucket the reply check has just brought into cache: the entry is
+        // refreshed in place.
+        if let Some(entry) = self.entries.get_mut(&slot) {
             let timeout = timeout_for(&self.timeouts, key.protocol, entry.closing);
             let expired = now_ns.saturating_sub(entry.last_seen_ns) > timeout;
-            let same_ends =
-                entry.src_identity == src_identity && entry.dst_identity == dst_identity;
+            // Opened from the other side, this packet would have been its reply unless an
+            // end's identity changed: either way policy has now opened it from this side.
+            let same_connection = entry.opened_by_first == first
+                && entry.src_identity == src_identity
+                && entry.dst_identity == dst_identity;
             *entry = ConnEntry {
+                opened_by_first: first,
                 last_seen_ns: now_ns,
                 src_identity,
                 dst_identity,
-                closing: closing || (entry.closing && !expired && same_ends),
+                closing: closing || (entry.closing && !expired && same_connection),
             };
-            if expired || !same_ends {
+            if expired || !same_connection {
                 self.stats.created += 1;
                 return Recorded::New;
             }
@@ -297,8 +344,9 @@ impl ConnTable {
             }
         }
         self.entries.insert(
-            key,
+            slot,
             ConnEntry {
+                opened_by_first: first,
                 last_seen_ns: now_ns,
                 src_identity,
                 dst_identity,
@@ -315,8 +363,8 @@ impl ConnTable {
         self.last_sweep_ns = now_ns;
         let timeouts = self.timeouts;
         let before = self.entries.len();
-        self.entries.retain(|key, entry| {
-            let timeout = timeout_for(&timeouts, key.protocol, entry.closing);
+        self.entries.retain(|slot, entry| {
+            let timeout = timeout_for(&timeouts, slot.0.protocol, entry.closing);
             now_ns.saturating_sub(entry.last_seen_ns) <= timeout
         });
         self.stats.expired += (before - self.entries.len()) as u64;
@@ -392,6 +440,38 @@ mod tests {
             ReplyMatch::NotTracked
         );
         assert_eq!(t.stats().replies, 1);
+    }
+
+    #[test]
+    fn both_directions_of_a_connection_share_one_entry_whichever_end_sorts_first() {
+        // A < B: the opener is the slot's first end; C > B: it is the second.
+        const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+        for (client, server) in [(A, B), (C, B)] {
+            let mut t = ConnTable::new(16, Timeouts::default());
+            let open = tcp(client, server, 40000, 8080, 0x02);
+            let back = tcp(server, client, 8080, 40000, 0x12);
+            assert_eq!(t.record(&open, IDA, IDB, 0), Recorded::New);
+            // The forward packet is not its own reply; the answer is.
+            assert_eq!(t.lookup_reply(&open, IDA, IDB, 1), ReplyMatch::NotTracked);
+            assert_eq!(t.lookup_reply(&back, IDB, IDA, 1), ReplyMatch::Reply);
+            assert_eq!(t.record(&open, IDA, IDB, 2), Recorded::Existing);
+            assert_eq!(
+                t.len(),
+                1,
+                "{client} -> {server}: one entry for both directions"
+            );
+
+            // Once it has expired, the server opening the same tuple owns it: now the
+            // client's packets are the replies.
+            let later = 3601 * S;
+            assert_eq!(t.record(&back, IDB, IDA, later), Recorded::New);
+            assert_eq!(t.len(), 1);
+            assert_eq!(t.lookup_reply(&open, IDA, IDB, later), ReplyMatch::Reply);
+            assert_eq!(
+                t.lookup_reply(&back, IDB, IDA, later),
+                ReplyMatch::NotTracked
+            );
+        }
     }
 
     #[test]
