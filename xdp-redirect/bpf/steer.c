@@ -79,15 +79,18 @@
  *     steered, CNT_TO_SOCKET), then the cached 8e: redirected (MACs rewritten, tag removed; a
  *     failed redirect still passes the frame, CNT_REDIRECT_FAILED) or passed, in the slot the
  *     full path chose (CNT_KERNEL_REDIRECT / CNT_KERNEL_PASS / CNT_CT_REPLY), or dropped
- *     (CNT_DROP_BASE + reason), with the same event (9). A cached policy drop of a packet that
+ *     (CNT_DROP_BASE + reason), with the same event (9). A flow rule 7 steered into a socket is
+ *     cached too, as steered only (no kernel verdict): its next packets skip rules 4-6 (the
+ *     ipcache and endpoint lookups) and go to the socket; once the socket is gone, a hit takes
+ *     the full path. A cached policy drop of a packet that
  *     could be a reply first looks up its reverse tuple in `conntrack`: a fresh connection
  *     there sends it down the full path (8b allows it). Cached allows do not touch
  *     `conntrack` (8b's refresh, 8d): the full path, taken again when the entry is 100 jiffies
  *     old, does, so conntrack's last_seen_ns lags a flow's packets by less than 1 s. Never
- *     cached: socket steering, fail open, fragments, malformed, spoofed, not-managed, non-IP.
+ *     cached: fail open, fragments, malformed, spoofed, not-managed, non-IP.
  *
- * Order of evaluation: 1, 2, 11 (a cached verdict: 7, then the cached 8e), 5, 4, 6, 7,
- * 8 (fail open), 3 (later fragments), 8a, 8b, 8c, 3 (a first fragment's verdict stored), 8d,
+ * Order of evaluation: 1, 2, 11 (a cached verdict: 7, then the cached 8e), 5, 4, 6, 7 (steered:
+ * 11, the flow cached as steered), 8 (fail open), 3 (later fragments), 8a, 8b, 8c, 3 (a first fragment's verdict stored), 8d,
  * 11 (the verdict cached), 8e. Spoofing (4) and collisions (8a) are checked before the
  * conntrack shortcut (8b); the AF_XDP socket path (7) is tracked in userspace. */
 #include <linux/types.h>
@@ -201,7 +204,8 @@ int sluice_steer(struct xdp_md *ctx)
 	}
 
 	/* Rule 11: the flow's cached verdict (flowcache.h). Only verdicts of rules 8a-8e of
-	 * unfragmented packets are cached, under the config generation they were decided in. */
+	 * unfragmented packets, and rule 7's steering, are cached, under the config generation
+	 * they were decided in. */
 	if (parsed == SL_PARSE_OK && p.frag == SL_FRAG_NONE && !(cfg.flags & CFG_FAIL_OPEN)) {
 		struct sl_flow_entry *e = sl_flow_lookup(&p, cfg.generation);
 
@@ -213,8 +217,11 @@ int sluice_steer(struct xdp_md *ctx)
 				sl_count(CNT_TO_SOCKET, bytes);
 				return XDP_REDIRECT;
 			}
-			/* A drop the other side's new connection turned into a reply: full path. */
-			if (!(flags & SL_FLOW_F_CT_REVERSE) || !sl_ct_reverse_fresh(&p)) {
+			/* A steered flow whose socket has gone has no kernel verdict to take, and a
+			 * drop the other side's new connection turned into a reply must be decided
+			 * again: both take the full path. */
+			if (!(flags & SL_FLOW_F_SOCKET_ONLY) &&
+			    (!(flags & SL_FLOW_F_CT_REVERSE) || !sl_ct_reverse_fresh(&p))) {
 				if (e->v.action != ACTION_ALLOW) {
 					sl_flow_event_info(&e->v, &ev);
 					goto drop;
@@ -294,6 +301,14 @@ int sluice_steer(struct xdp_md *ctx)
 	int socket_rule = dst_ep && p.frag == SL_FRAG_NONE && sl_fastpath_protocol(p.protocol) &&
 			  !(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE));
 	if (socket_rule && sl_to_socket(ctx)) {
+		/* Rule 11: the flow's next packets go straight to the socket from the cache, without
+		 * the ipcache and endpoint lookups above (socket_rule implies unfragmented). */
+		if (!(cfg.flags & CFG_FAIL_OPEN)) {
+			struct sl_flow_verdict sv = { .generation = cfg.generation,
+						      .flags = SL_FLOW_F_SOCKET | SL_FLOW_F_SOCKET_ONLY };
+
+			sl_flow_store(&p, &sv);
+		}
 		sl_count(CNT_TO_SOCKET, bytes);
 		return XDP_REDIRECT;
 	}

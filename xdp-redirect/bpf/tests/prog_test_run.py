@@ -518,7 +518,7 @@ check("SCTP ports", v4(A4, B4, "sctp", 1, 80), HA, XDP_DROP, "POLICY_DENIED", wa
 # Verdicts of rules 8a-8e for unfragmented packets are cached per CPU, keyed by (ingress
 # ifindex, family, protocol, addresses, ports / ICMP type and identifier), valid for one config
 # generation. Every run is on CPU 0 (see run()), so a flow's next packet meets its cached verdict.
-FLOW_F_SOCKET, FLOW_F_CT_REVERSE = 2, 4
+FLOW_F_SOCKET, FLOW_F_CT_REVERSE, FLOW_F_SOCKET_ONLY = 2, 4, 8
 FLOW_REVALIDATE_JIFFIES = 100
 
 
@@ -994,6 +994,10 @@ slots_fd = bpf_map_get_fd_by_id(int(map_id("xsk_slots")))
 bpf_map_update(slots_fd, struct.pack("<II", HA, 0), struct.pack("<I", 0))
 check("socket on the queue: steered to AF_XDP (no policy in kernel)", v4(A4, B4, "tcp", 1, 81), HA, XDP_REDIRECT,
       "TO_SOCKET", want_event=False)
+expect_cached("fc socket: the steered flow is cached as steered only", flow_key(A4, B4, "tcp", 1, 81, HA),
+              flags=FLOW_F_SOCKET | FLOW_F_SOCKET_ONLY)
+check("fc socket: the steered flow's next packet goes to the socket from the cache", v4(A4, B4, "tcp", 1, 81), HA,
+      XDP_REDIRECT, "TO_SOCKET", want_event=False)
 # The socket came by map writes the generation does not cover: a hit looks for it first.
 check("fc socket: the cached allow's next packet goes to the new socket", fs_allow, HA, XDP_REDIRECT, "TO_SOCKET",
       want_frame=fs_allow, want_event=False)
@@ -1013,7 +1017,10 @@ check("kernel mode endpoint: allowed redirect", v4(A4, B4, "tcp", 1, 80), HA, XD
       want_frame=B_MACS + v4(A4, B4, "tcp", 1, 80)[12:])
 endpoint(HA, ID_A, MAC["a_pod"], MAC["a_host"])
 sock.close()  # the kernel removes a closed socket from the XSKMAP
-check("socket closed: back to the in-kernel path", v4(A4, B4, "tcp", 1, 81), HA, XDP_DROP, "POLICY_DENIED")
+check("socket closed: back to the in-kernel path (the flow was cached as steered only)", v4(A4, B4, "tcp", 1, 81), HA,
+      XDP_DROP, "POLICY_DENIED")
+expect_cached("fc socket: socket closed: the full path cached its kernel verdict over it",
+              flow_key(A4, B4, "tcp", 1, 81, HA), action=DENY, flags=FLOW_F_SOCKET | FLOW_F_CT_REVERSE)
 check("fc socket: socket closed: the cached allow applies again", fs_allow, HA, XDP_REDIRECT, "KERNEL_REDIRECT",
       want_frame=B_MACS + fs_allow[12:])
 check("fc socket: socket closed: the cached drop applies again", fs_deny, HA, XDP_DROP, "POLICY_DENIED")
