@@ -66,6 +66,10 @@ struct Common {
     /// sluice-afxdp's UMEM mode(s).
     #[arg(long, value_enum)]
     umem: Option<Umem>,
+    /// sluice-afxdp's AF_XDP ring size(s): each is measured as a variant of its own (default:
+    /// the fast path's default).
+    #[arg(long, value_delimiter = ',', value_parser = ring_size)]
+    ring_sizes: Vec<u32>,
     /// Frame length in bytes (raised to 62 for IPv4, 82 for IPv6).
     #[arg(long, default_value_t = 64)]
     frame_len: usize,
@@ -146,6 +150,13 @@ fn system_name(s: &str) -> std::result::Result<String, String> {
             "unknown system {s:?}; one of {}",
             systems::ALL.join(", ")
         ))
+    }
+}
+
+fn ring_size(s: &str) -> std::result::Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (64..=8192).contains(&n) => Ok(n),
+        _ => Err(format!("ring size {s:?} is not a power of two in 64..=8192")),
     }
 }
 
@@ -237,15 +248,21 @@ fn entries(
                     Umem::PerSocket => vec![UmemMode::PerSocket],
                     Umem::Both => vec![UmemMode::Shared, UmemMode::PerSocket],
                 };
+                let rings = if c.ring_sizes.is_empty() {
+                    vec![fastpath::socket::RingSizes::default().ring]
+                } else {
+                    c.ring_sizes.clone()
+                };
                 for mode in modes {
-                    push(
-                        Box::new(systems::sluice::SluiceAfxdp::new(
-                            state.clone(),
-                            mode,
-                            node_cpu,
-                        )),
-                        true,
-                    );
+                    for &ring in &rings {
+                        push(
+                            Box::new(
+                                systems::sluice::SluiceAfxdp::new(state.clone(), mode, node_cpu)
+                                    .with_ring_size(ring),
+                            ),
+                            true,
+                        );
+                    }
                 }
             }
             _ => {}

@@ -69,10 +69,15 @@ pub struct RingSizes {
 }
 
 impl Default for RingSizes {
+    /// 512-entry rings and 1,024 frames per socket. Small on purpose: the kernel takes fill
+    /// ring frames in order, so every frame in circulation is touched once per cycle, along
+    /// with its kernel-side descriptor; with 2,048-entry rings that working set no longer
+    /// stays in cache next to NAPI's, and the rate fell (BENCHMARKS.md, "Ring size"). 512
+    /// lost nothing at the sockets in those runs; 128 did.
     fn default() -> Self {
         RingSizes {
-            ring: 2048,
-            frames_per_socket: 4096,
+            ring: 512,
+            frames_per_socket: 1024,
             frame_size: 2048,
         }
     }

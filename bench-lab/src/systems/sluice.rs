@@ -464,6 +464,7 @@ pub struct PairWorkers {
 pub struct SluiceAfxdp {
     common: Common,
     umem: UmemMode,
+    ring_size: u32,
     node_cpu: usize,
     pairs: Option<PairWorkers>,
     fast: Option<FastPath>,
@@ -494,11 +495,28 @@ impl SluiceAfxdp {
                 sizes: MapSizes::default(),
             },
             umem,
+            ring_size: fastpath::socket::RingSizes::default().ring,
             node_cpu,
             pairs: None,
             fast: None,
             sockets_at_start: 0,
             worker_at_start: fastpath::stats::Counters::default(),
+        }
+    }
+
+    /// AF_XDP rings of `ring` entries and twice as many UMEM frames per socket (the fast
+    /// path's default otherwise); a size other than the default shows in the variant.
+    pub fn with_ring_size(mut self, ring: u32) -> Self {
+        self.ring_size = ring;
+        self
+    }
+
+    /// Ring and frame sizes of every worker's sockets.
+    fn rings(&self) -> fastpath::socket::RingSizes {
+        fastpath::socket::RingSizes {
+            ring: self.ring_size,
+            frames_per_socket: 2 * self.ring_size,
+            ..fastpath::socket::RingSizes::default()
         }
     }
 
@@ -528,6 +546,7 @@ impl SluiceAfxdp {
             let mut config = WorkerConfig::new(0, ports_of(&pods));
             config.core = Some(self.node_cpu);
             config.umem = self.umem;
+            config.rings = self.rings();
             return Ok(vec![config]);
         };
         if layout.cores.is_empty() || layout.cores.len() > topology.pairs() {
@@ -548,6 +567,7 @@ impl SluiceAfxdp {
             let mut config = WorkerConfig::new(i, ports_of(&[generator, sink]));
             config.core = Some(core);
             config.umem = self.umem;
+            config.rings = self.rings();
             config.scheduling.place_napi = layout.napi_on_worker_core;
             if !layout.realtime {
                 config.scheduling.realtime_priority = None;
@@ -597,7 +617,11 @@ impl System for SluiceAfxdp {
     }
 
     fn variant(&self) -> String {
-        format!("umem={}", umem_name(self.umem))
+        if self.ring_size == fastpath::socket::RingSizes::default().ring {
+            format!("umem={}", umem_name(self.umem))
+        } else {
+            format!("umem={},ring={}", umem_name(self.umem), self.ring_size)
+        }
     }
 
     fn live_state(&mut self) -> Option<&mut dyn LiveState> {

@@ -76,6 +76,10 @@ pub struct AgentArgs {
     /// Empty polls before an idle worker blocks.
     #[arg(long, value_name = "N")]
     pub busy_poll_rounds: Option<u32>,
+    /// Entries in each AF_XDP ring of a socket (a power of two, 64..=8192); each socket gets
+    /// twice as many UMEM frames. See BENCHMARKS.md for why the default is small.
+    #[arg(long, value_name = "N")]
+    pub ring_size: Option<u32>,
     /// Flows kept in memory for `sluice observe`.
     #[arg(long, value_name = "N")]
     pub flow_buffer: Option<usize>,
@@ -143,6 +147,8 @@ pub struct AgentConfig {
     pub realtime_priority: i32,
     /// Busy-poll rounds before blocking.
     pub busy_poll_rounds: u32,
+    /// AF_XDP ring entries per socket.
+    pub ring_size: u32,
     /// Flow buffer size.
     pub flow_buffer: usize,
     /// Flow export file.
@@ -178,6 +184,7 @@ impl Default for AgentConfig {
             cores: vec![0],
             realtime_priority: 1,
             busy_poll_rounds: 16,
+            ring_size: fastpath::socket::RingSizes::default().ring,
             flow_buffer: 10_000,
             flow_export: None,
             flow_export_max_bytes: 64 << 20,
@@ -275,6 +282,9 @@ impl AgentConfig {
         }
         if let Some(v) = args.busy_poll_rounds {
             config.busy_poll_rounds = v;
+        }
+        if let Some(v) = args.ring_size {
+            config.ring_size = v;
         }
         if let Some(v) = args.flow_buffer {
             config.flow_buffer = v;
@@ -378,6 +388,12 @@ impl AgentConfig {
                 reason: format!("core {c} does not exist (this machine has {online})"),
             });
         }
+        if !self.ring_size.is_power_of_two() || !(64..=8192).contains(&self.ring_size) {
+            return Err(ConfigError::Invalid {
+                field: "ring-size",
+                reason: format!("{} is not a power of two in 64..=8192", self.ring_size),
+            });
+        }
         if self.flow_buffer == 0 {
             return Err(ConfigError::Invalid {
                 field: "flow-buffer",
@@ -478,5 +494,24 @@ mod tests {
         .expect("valid");
         assert_eq!(from_file.cluster_key.as_deref(), Some(b.as_path()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_ring_size_must_be_a_power_of_two_in_range() {
+        let with = |ring_size| {
+            AgentConfig::load(&AgentArgs {
+                ring_size: Some(ring_size),
+                ..AgentArgs::default()
+            })
+        };
+        assert_eq!(with(1024).expect("valid").ring_size, 1024);
+        for bad in [0, 32, 1000, 16384] {
+            let err = with(bad).expect_err("out of range").to_string();
+            assert!(
+                err.contains("ring-size") && err.contains(&bad.to_string()),
+                "{err}"
+            );
+        }
+        assert_eq!(AgentConfig::default().ring_size, 512);
     }
 }
