@@ -84,9 +84,6 @@ volatile const __u32 sl_flow_set_bits = SL_FLOW_DEFAULT_SET_BITS;
 #define SL_FLOW_F_SOCKET 2     /* rule 7 applies: a hit looks for the queue's socket first */
 #define SL_FLOW_F_CT_REVERSE 4 /* a drop that a connection from the other side would turn into
 				* an allowed reply: a hit looks the reverse tuple up first */
-#define SL_FLOW_F_SOCKET_ONLY 8 /* with SL_FLOW_F_SOCKET: the flow was steered into a socket and
-				 * nothing was decided in the kernel; without the socket, a hit
-				 * takes the full path */
 
 /* The flow key is the first SL_FLOW_KEY_LEN (48) bytes of struct sl_pkt (parse.h): addresses,
  * receiving ifindex, ports (ICMP: type as dport), ICMP identifier field, family, protocol, and

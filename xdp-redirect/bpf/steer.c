@@ -79,18 +79,22 @@
  *     steered, CNT_TO_SOCKET), then the cached 8e: redirected (MACs rewritten, tag removed; a
  *     failed redirect still passes the frame, CNT_REDIRECT_FAILED) or passed, in the slot the
  *     full path chose (CNT_KERNEL_REDIRECT / CNT_KERNEL_PASS / CNT_CT_REPLY), or dropped
- *     (CNT_DROP_BASE + reason), with the same event (9). A flow rule 7 steered into a socket is
- *     cached too, as steered only (no kernel verdict): its next packets skip rules 4-6 (the
- *     ipcache and endpoint lookups) and go to the socket; once the socket is gone, a hit takes
- *     the full path. A cached policy drop of a packet that
+ *     (CNT_DROP_BASE + reason), with the same event (9). A cached policy drop of a packet that
  *     could be a reply first looks up its reverse tuple in `conntrack`: a fresh connection
  *     there sends it down the full path (8b allows it). Cached allows do not touch
  *     `conntrack` (8b's refresh, 8d): the full path, taken again when the entry is 100 jiffies
  *     old, does, so conntrack's last_seen_ns lags a flow's packets by less than 1 s. Never
- *     cached: fail open, fragments, malformed, spoofed, not-managed, non-IP.
+ *     cached: socket steering, fail open, fragments, malformed, spoofed, not-managed, non-IP.
  *
- * Order of evaluation: 1, 2, 11 (a cached verdict: 7, then the cached 8e), 5, 4, 6, 7 (steered:
- * 11, the flow cached as steered), 8 (fail open), 3 (later fragments), 8a, 8b, 8c, 3 (a first fragment's verdict stored), 8d,
+ * 12. Steering cache (steercache.h): rule 7 depends only on the receiving interface and the two
+ *     addresses once the packet is unfragmented TCP/UDP/SCTP/ICMP/ICMPv6, so when it steers a
+ *     packet its (ifindex, source, destination) is cached per CPU, valid for the config
+ *     generation and at most 100 jiffies. Right after parsing, such a packet whose receiving
+ *     queue has a socket and whose pair is cached goes to the socket (CNT_TO_SOCKET) without
+ *     rules 3-11; if the socket has closed, it continues as below.
+ *
+ * Order of evaluation: 1, 2, 12, 11 (a cached verdict: 7, then the cached 8e), 5, 4, 6, 7
+ * (steered: 12 stored), 8 (fail open), 3 (later fragments), 8a, 8b, 8c, 3 (a first fragment's verdict stored), 8d,
  * 11 (the verdict cached), 8e. Spoofing (4) and collisions (8a) are checked before the
  * conntrack shortcut (8b); the AF_XDP socket path (7) is tracked in userspace. */
 #include <linux/types.h>
@@ -108,6 +112,7 @@
 #include "fragments.h"
 #include "conntrack.h"
 #include "flowcache.h"
+#include "steercache.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -161,21 +166,31 @@ static __always_inline int sl_fastpath_protocol(__u8 protocol)
 	       protocol == SL_IPPROTO_ICMPV6;
 }
 
+/* Rule 7: the `xsks` slot of the receiving (interface, queue)'s AF_XDP socket, or NULL. */
+static __always_inline __u32 *sl_queue_socket(struct xdp_md *ctx)
+{
+	struct xsk_slot_key xkey = { .ifindex = ctx->ingress_ifindex,
+				     .queue = ctx->rx_queue_index };
+
+	return bpf_map_lookup_elem(&xsk_slots, &xkey);
+}
+
+/* Rule 7: redirects into the socket in `xsks` slot `sock_slot`. 1 when the redirect is set up
+ * (return XDP_REDIRECT); 0 when the slot is empty (the socket closed). */
+static __always_inline int sl_redirect_to_socket(__u32 sock_slot)
+{
+	return bpf_map_lookup_elem(&xsks, &sock_slot) &&
+	       bpf_redirect_map(&xsks, sock_slot, XDP_PASS) == XDP_REDIRECT;
+}
+
 /* Rule 7: redirects into the AF_XDP socket of the receiving (interface, queue), if there is
  * one. 1 when the redirect is set up (return XDP_REDIRECT); 0 when there is no socket or it
  * closed between lookup and redirect. */
 static __always_inline int sl_to_socket(struct xdp_md *ctx)
 {
-	struct xsk_slot_key xkey = { .ifindex = ctx->ingress_ifindex,
-				     .queue = ctx->rx_queue_index };
-	__u32 *xslot = bpf_map_lookup_elem(&xsk_slots, &xkey);
+	__u32 *xslot = sl_queue_socket(ctx);
 
-	if (!xslot)
-		return 0;
-	__u32 sock_slot = *xslot;
-
-	return bpf_map_lookup_elem(&xsks, &sock_slot) &&
-	       bpf_redirect_map(&xsks, sock_slot, XDP_PASS) == XDP_REDIRECT;
+	return xslot && sl_redirect_to_socket(*xslot);
 }
 
 SEC("xdp")
@@ -203,9 +218,20 @@ int sluice_steer(struct xdp_md *ctx)
 		goto pass;
 	}
 
+	/* Rule 12: a (source, destination) pair rule 7 steered recently goes to the queue's socket
+	 * again, before any per-flow state is touched (steercache.h). */
+	if (parsed == SL_PARSE_OK && p.frag == SL_FRAG_NONE && sl_fastpath_protocol(p.protocol)) {
+		__u32 *xslot = sl_queue_socket(ctx);
+
+		if (xslot && sl_steer_cached(&p, cfg.generation) &&
+		    sl_redirect_to_socket(*xslot)) {
+			sl_count(CNT_TO_SOCKET, bytes);
+			return XDP_REDIRECT;
+		}
+	}
+
 	/* Rule 11: the flow's cached verdict (flowcache.h). Only verdicts of rules 8a-8e of
-	 * unfragmented packets, and rule 7's steering, are cached, under the config generation
-	 * they were decided in. */
+	 * unfragmented packets are cached, under the config generation they were decided in. */
 	if (parsed == SL_PARSE_OK && p.frag == SL_FRAG_NONE && !(cfg.flags & CFG_FAIL_OPEN)) {
 		struct sl_flow_entry *e = sl_flow_lookup(&p, cfg.generation);
 
@@ -217,11 +243,8 @@ int sluice_steer(struct xdp_md *ctx)
 				sl_count(CNT_TO_SOCKET, bytes);
 				return XDP_REDIRECT;
 			}
-			/* A steered flow whose socket has gone has no kernel verdict to take, and a
-			 * drop the other side's new connection turned into a reply must be decided
-			 * again: both take the full path. */
-			if (!(flags & SL_FLOW_F_SOCKET_ONLY) &&
-			    (!(flags & SL_FLOW_F_CT_REVERSE) || !sl_ct_reverse_fresh(&p))) {
+			/* A drop the other side's new connection turned into a reply: full path. */
+			if (!(flags & SL_FLOW_F_CT_REVERSE) || !sl_ct_reverse_fresh(&p)) {
 				if (e->v.action != ACTION_ALLOW) {
 					sl_flow_event_info(&e->v, &ev);
 					goto drop;
@@ -301,14 +324,7 @@ int sluice_steer(struct xdp_md *ctx)
 	int socket_rule = dst_ep && p.frag == SL_FRAG_NONE && sl_fastpath_protocol(p.protocol) &&
 			  !(rx_ep && (rx_ep->flags & ENDPOINT_F_KERNEL_MODE));
 	if (socket_rule && sl_to_socket(ctx)) {
-		/* Rule 11: the flow's next packets go straight to the socket from the cache, without
-		 * the ipcache and endpoint lookups above (socket_rule implies unfragmented). */
-		if (!(cfg.flags & CFG_FAIL_OPEN)) {
-			struct sl_flow_verdict sv = { .generation = cfg.generation,
-						      .flags = SL_FLOW_F_SOCKET | SL_FLOW_F_SOCKET_ONLY };
-
-			sl_flow_store(&p, &sv);
-		}
+		sl_steer_store(&p, cfg.generation); /* rule 12 */
 		sl_count(CNT_TO_SOCKET, bytes);
 		return XDP_REDIRECT;
 	}
