@@ -30,7 +30,7 @@ use crate::pipeline::{self, Decision, Disposition};
 use crate::sched::{self, Scheduling};
 use crate::socket::{BindMode, PortSpec, RingSizes, SocketSet, UmemMode};
 use crate::stats::{Counters, PUBLISH_INTERVAL_NS, SocketStats, WorkerStats, verdict_index};
-use crate::wire::{self, Frame};
+use crate::wire::{self, Frame, PacketSummary};
 use identity_cache::verdict::DropReason;
 
 /// How often an idle worker removes expired connections.
@@ -349,6 +349,7 @@ fn run(
         FastPathError::Config("the UMEM has no frame left after filling the rings".into())
     })?;
     let mut rx_descs: Vec<FrameDesc> = vec![template; config.batch_size];
+    let mut summaries: Vec<Option<PacketSummary>> = vec![None; config.batch_size];
     let mut scratch: Vec<FrameDesc> = vec![template; config.rings.ring as usize];
     let ports = PortIndex::new(&sockets);
     let mut touched = vec![false; sockets.ports.len()];
@@ -417,13 +418,23 @@ fn run(
             let burst_start = monotonic_ns();
             let wall = realtime_ns();
             let mut bytes = 0u64;
-            for desc in rx_descs.iter().take(n).copied() {
+            // Read the whole burst first and ask for each packet's connection slot: the
+            // decisions below then find them in cache instead of waiting on each in turn.
+            for (summary, desc) in summaries.iter_mut().zip(&rx_descs[..n]) {
+                *summary = summarize_frame(&sockets, i, desc);
+                if let Some(p) = summary {
+                    state.conntrack.prefetch(p);
+                }
+            }
+            for (summary, desc) in summaries.iter().zip(&rx_descs[..n]) {
+                let desc = *desc;
                 bytes += desc.lengths().data() as u64;
                 let (decision, len) = decide_frame(
                     &mut sockets,
                     &ports,
                     i,
                     desc,
+                    *summary,
                     snapshot,
                     &mut state,
                     burst_start,
@@ -538,26 +549,38 @@ impl PortIndex {
     }
 }
 
-/// Parses and decides one received frame, rewriting its MACs when it is forwarded.
+/// Reads a received frame of `port`: its summary if it is an IP packet the fast path decides,
+/// `None` if it is not IP or malformed.
+fn summarize_frame(sockets: &SocketSet, port: usize, desc: &FrameDesc) -> Option<PacketSummary> {
+    let pool = sockets.ports[port].pool;
+    // SAFETY: the frame came off this port's RX ring and belongs to its pool's UMEM; the
+    // worker owns it until it is queued for TX or returned to the pool, and nothing writes it
+    // while this view lives.
+    let data = unsafe { sockets.pools[pool].umem.data(desc) };
+    match wire::summarize(data.contents()) {
+        Ok(Frame::Ip(summary)) => Some(summary),
+        Ok(Frame::NotIp(_)) | Err(_) => None,
+    }
+}
+
+/// Decides one received frame from its `summary` ([`summarize_frame`]), rewriting its MACs
+/// when it is forwarded.
+#[allow(clippy::too_many_arguments)]
 fn decide_frame(
     sockets: &mut SocketSet,
     ports: &PortIndex,
     port: usize,
     mut desc: FrameDesc,
+    summary: Option<PacketSummary>,
     snapshot: &Snapshot,
     state: &mut Loop,
     now: u64,
 ) -> (Option<Decided>, usize) {
     let ingress = sockets.ports[port].spec.ifindex;
     let pool = sockets.ports[port].pool;
-    // SAFETY: the frame came off this port's RX ring and belongs to its pool's UMEM; the
-    // worker owns it until it is queued for TX or returned to the pool.
-    let mut data = unsafe { sockets.pools[pool].umem.data_mut(&mut desc) };
-    let frame = data.contents_mut();
-    let len = frame.len();
-    let summary = match wire::summarize(frame) {
-        Ok(Frame::Ip(summary)) => summary,
-        Ok(Frame::NotIp(_)) | Err(_) => return (None, len),
+    let len = desc.lengths().data();
+    let Some(summary) = summary else {
+        return (None, len);
     };
     let decision = pipeline::decide(
         snapshot,

@@ -14,16 +14,20 @@
 //! packets are always decided by policy, so revoking an allow stops a connection's forward
 //! direction at its next packet.
 //!
-//! A port protocol's connection is stored under its two ends in a fixed order ([`SlotKey`]),
+//! A port protocol's connection is stored under its two ends in a fixed order ([`slot_key`]),
 //! with the side that opened it: a forward packet's reply check and its refresh then probe the
-//! same bucket. The table is megabytes at the default capacity, so each probe of a bucket not
-//! yet in cache costs a memory access; with one key per direction, every forward packet paid
-//! two.
+//! same slot. The table is megabytes at the default capacity, so each probe of a slot not yet
+//! in cache costs a memory access; with one key per direction, every forward packet paid two.
+//! The slots are cache lines (`slots`), and [`ConnTable::prefetch`] loads a packet's slot
+//! ahead of its decision.
+
+mod slots;
 
 use std::net::IpAddr;
 
-use hashbrown::HashMap;
 use identity_cache::identity::Identity;
+
+use slots::{PackedKey, Probe, SlotState, SlotTable};
 
 use crate::wire::PacketSummary;
 
@@ -127,46 +131,22 @@ impl FlowKey {
     }
 }
 
-/// Where a connection is stored: for TCP, UDP and SCTP its two (address, port) ends with the
+/// Where the connection whose forward key is `key` is stored, and whether `key`'s source is
+/// the stored key's first end: for TCP, UDP and SCTP its two (address, port) ends with the
 /// lower one first, so both directions of one connection share an entry; for ICMP echo the
 /// forward key as it is (requests and replies are told apart by their type, not by their
 /// direction).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct SlotKey(FlowKey);
-
-impl SlotKey {
-    /// The slot of the connection whose forward key is `key`, and whether `key`'s source is
-    /// the slot's first end.
-    fn of(key: FlowKey) -> (SlotKey, bool) {
-        match key.protocol {
-            IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP
-                if (key.dst, key.dport) < (key.src, key.sport) =>
-            {
-                let swapped = FlowKey {
-                    src: key.dst,
-                    dst: key.src,
-                    sport: key.dport,
-                    dport: key.sport,
-                    protocol: key.protocol,
-                };
-                (SlotKey(swapped), false)
-            }
-            _ => (SlotKey(key), true),
+fn slot_key(key: FlowKey) -> (PackedKey, bool) {
+    match key.protocol {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP if (key.dst, key.dport) < (key.src, key.sport) => {
+            let swapped = PackedKey::new(key.dst, key.src, key.dport, key.sport, key.protocol);
+            (swapped, false)
         }
+        _ => (
+            PackedKey::new(key.src, key.dst, key.sport, key.dport, key.protocol),
+            true,
+        ),
     }
-}
-
-/// What the table remembers of a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ConnEntry {
-    /// Whether the side that opened the connection is the first end of its [`SlotKey`].
-    opened_by_first: bool,
-    last_seen_ns: u64,
-    /// Identity of the connection's source when policy allowed it.
-    src_identity: Identity,
-    /// Identity of its destination then.
-    dst_identity: Identity,
-    closing: bool,
 }
 
 /// Counters of one table.
@@ -211,7 +191,7 @@ pub enum Recorded {
 
 /// One worker's connection table, bounded and never resized.
 pub struct ConnTable {
-    entries: HashMap<SlotKey, ConnEntry>,
+    entries: SlotTable,
     capacity: usize,
     timeouts: Timeouts,
     stats: ConnStats,
@@ -235,7 +215,7 @@ impl ConnTable {
     /// A table holding at most `capacity` connections; all memory is allocated here.
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
         ConnTable {
-            entries: HashMap::with_capacity(capacity),
+            entries: SlotTable::new(capacity),
             capacity,
             timeouts,
             stats: ConnStats::default(),
@@ -250,7 +230,17 @@ impl ConnTable {
 
     /// Whether the table holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
+    }
+
+    /// Loads the slot `p`'s connection would be in into the CPU cache, so that deciding `p`
+    /// a little later does not wait for memory. The worker calls it for a whole RX burst
+    /// before deciding the first packet.
+    #[inline]
+    pub fn prefetch(&self, p: &PacketSummary) {
+        if let Some(key) = FlowKey::reply_of(p).or_else(|| FlowKey::forward(p)) {
+            self.entries.prefetch(&slot_key(key).0);
+        }
     }
 
     /// The most connections it holds.
@@ -276,10 +266,11 @@ impl ConnTable {
         let Some(key) = FlowKey::reply_of(p) else {
             return ReplyMatch::NotTracked;
         };
-        let (slot, first) = SlotKey::of(key);
-        let Some(entry) = self.entries.get_mut(&slot) else {
+        let (slot_key, first) = slot_key(key);
+        let Probe::Found(slot) = self.entries.probe(&slot_key) else {
             return ReplyMatch::NotTracked;
         };
+        let mut entry = self.entries.state(slot);
         if entry.opened_by_first != first {
             // The packet goes the way the connection was opened: not a reply.
             return ReplyMatch::NotTracked;
@@ -288,12 +279,13 @@ impl ConnTable {
         if now_ns.saturating_sub(entry.last_seen_ns) > timeout {
             return ReplyMatch::NotTracked;
         }
-        if entry.src_identity != dst_identity || entry.dst_identity != src_identity {
+        if entry.src_identity != dst_identity.0 || entry.dst_identity != src_identity.0 {
             self.stats.identity_changed += 1;
             return ReplyMatch::IdentityChanged;
         }
         entry.last_seen_ns = now_ns;
         entry.closing = entry.closing || p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        self.entries.set_state(slot, &entry);
         self.stats.replies += 1;
         ReplyMatch::Reply
     }
@@ -310,30 +302,39 @@ impl ConnTable {
             return Recorded::Untracked;
         };
         let closing = p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-        let (slot, first) = SlotKey::of(key);
-        // One probe, of the bucket the reply check has just brought into cache: the entry is
+        let (slot_key, first) = slot_key(key);
+        let fresh = |closing| SlotState {
+            last_seen_ns: now_ns,
+            src_identity: src_identity.0,
+            dst_identity: dst_identity.0,
+            opened_by_first: first,
+            closing,
+        };
+        // One probe, of the slot the reply check has just brought into cache: the entry is
         // refreshed in place.
-        if let Some(entry) = self.entries.get_mut(&slot) {
-            let timeout = timeout_for(&self.timeouts, key.protocol, entry.closing);
-            let expired = now_ns.saturating_sub(entry.last_seen_ns) > timeout;
-            // Opened from the other side, this packet would have been its reply unless an
-            // end's identity changed: either way policy has now opened it from this side.
-            let same_connection = entry.opened_by_first == first
-                && entry.src_identity == src_identity
-                && entry.dst_identity == dst_identity;
-            *entry = ConnEntry {
-                opened_by_first: first,
-                last_seen_ns: now_ns,
-                src_identity,
-                dst_identity,
-                closing: closing || (entry.closing && !expired && same_connection),
-            };
-            if expired || !same_connection {
-                self.stats.created += 1;
-                return Recorded::New;
+        let vacant = match self.entries.probe(&slot_key) {
+            Probe::Found(slot) => {
+                let entry = self.entries.state(slot);
+                let timeout = timeout_for(&self.timeouts, key.protocol, entry.closing);
+                let expired = now_ns.saturating_sub(entry.last_seen_ns) > timeout;
+                // Opened from the other side, this packet would have been its reply unless an
+                // end's identity changed: either way policy has now opened it from this side.
+                let same_connection = entry.opened_by_first == first
+                    && entry.src_identity == src_identity.0
+                    && entry.dst_identity == dst_identity.0;
+                self.entries.set_state(
+                    slot,
+                    &fresh(closing || (entry.closing && !expired && same_connection)),
+                );
+                if expired || !same_connection {
+                    self.stats.created += 1;
+                    return Recorded::New;
+                }
+                return Recorded::Existing;
             }
-            return Recorded::Existing;
-        }
+            Probe::Vacant(slot) => slot,
+        };
+        let mut vacant = vacant;
         if self.entries.len() >= self.capacity {
             if now_ns.saturating_sub(self.last_sweep_ns) >= FULL_SWEEP_INTERVAL_NS {
                 self.sweep(now_ns);
@@ -342,17 +343,13 @@ impl ConnTable {
                 self.stats.full += 1;
                 return Recorded::Full;
             }
+            // The sweep moved keys: find the vacant slot again.
+            match self.entries.probe(&slot_key) {
+                Probe::Vacant(slot) => vacant = slot,
+                Probe::Found(_) => unreachable!("the key was absent and a sweep only removes"),
+            }
         }
-        self.entries.insert(
-            slot,
-            ConnEntry {
-                opened_by_first: first,
-                last_seen_ns: now_ns,
-                src_identity,
-                dst_identity,
-                closing,
-            },
-        );
+        self.entries.insert_at(vacant, &slot_key, &fresh(closing));
         self.stats.created += 1;
         Recorded::New
     }
@@ -362,12 +359,11 @@ impl ConnTable {
     pub fn sweep(&mut self, now_ns: u64) {
         self.last_sweep_ns = now_ns;
         let timeouts = self.timeouts;
-        let before = self.entries.len();
-        self.entries.retain(|slot, entry| {
-            let timeout = timeout_for(&timeouts, slot.0.protocol, entry.closing);
-            now_ns.saturating_sub(entry.last_seen_ns) <= timeout
+        let removed = self.entries.remove_where(|key, entry| {
+            let timeout = timeout_for(&timeouts, key.protocol, entry.closing);
+            now_ns.saturating_sub(entry.last_seen_ns) > timeout
         });
-        self.stats.expired += (before - self.entries.len()) as u64;
+        self.stats.expired += removed as u64;
     }
 
     /// Forgets every connection (used when a worker restarts with a fresh table).
@@ -524,7 +520,7 @@ mod tests {
     #[test]
     fn a_full_table_refuses_new_flows_counts_them_and_sweeps_expired_ones() {
         let mut t = ConnTable::new(2, Timeouts::default());
-        let cap = t.entries.capacity();
+        let cap = t.entries.slot_count();
         assert_eq!(t.record(&tcp(A, B, 1, 80, 2), IDA, IDB, 0), Recorded::New);
         assert_eq!(t.record(&tcp(A, B, 2, 80, 2), IDA, IDB, 0), Recorded::New);
         assert_eq!(t.record(&tcp(A, B, 3, 80, 2), IDA, IDB, 1), Recorded::Full);
@@ -539,7 +535,7 @@ mod tests {
             Recorded::New
         );
         assert_eq!(t.stats().expired, 2);
-        assert_eq!(t.entries.capacity(), cap, "the table never reallocates");
+        assert_eq!(t.entries.slot_count(), cap, "the table never reallocates");
     }
 
     #[test]
