@@ -156,7 +156,9 @@ fn system_name(s: &str) -> std::result::Result<String, String> {
 fn ring_size(s: &str) -> std::result::Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (64..=8192).contains(&n) => Ok(n),
-        _ => Err(format!("ring size {s:?} is not a power of two in 64..=8192")),
+        _ => Err(format!(
+            "ring size {s:?} is not a power of two in 64..=8192"
+        )),
     }
 }
 
