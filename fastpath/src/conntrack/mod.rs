@@ -196,6 +196,8 @@ pub struct ConnTable {
     timeouts: Timeouts,
     stats: ConnStats,
     last_sweep_ns: u64,
+    /// Where the next [`sweep_some`](ConnTable::sweep_some) starts.
+    sweep_cursor: usize,
 }
 
 /// How long a connection of `protocol` stays without a packet (`closing`: it saw FIN or RST).
@@ -220,6 +222,7 @@ impl ConnTable {
             timeouts,
             stats: ConnStats::default(),
             last_sweep_ns: 0,
+            sweep_cursor: 0,
         }
     }
 
@@ -364,6 +367,21 @@ impl ConnTable {
             now_ns.saturating_sub(entry.last_seen_ns) > timeout
         });
         self.stats.expired += removed as u64;
+    }
+
+    /// Removes the expired connections among the next `slots` slots of the table, going round
+    /// it over successive calls: a bounded pause (a slot is a cache line), where a whole
+    /// sweep reads megabytes at the default capacity. Returns how many it removed.
+    pub fn sweep_some(&mut self, now_ns: u64, slots: usize) -> usize {
+        let timeouts = self.timeouts;
+        let start = self.sweep_cursor;
+        let removed = self.entries.remove_where_in(start, slots, |key, entry| {
+            let timeout = timeout_for(&timeouts, key.protocol, entry.closing);
+            now_ns.saturating_sub(entry.last_seen_ns) > timeout
+        });
+        self.sweep_cursor = (start + slots) % self.entries.slot_count();
+        self.stats.expired += removed as u64;
+        removed
     }
 
     /// Forgets every connection (used when a worker restarts with a fresh table).
@@ -536,6 +554,25 @@ mod tests {
         );
         assert_eq!(t.stats().expired, 2);
         assert_eq!(t.entries.slot_count(), cap, "the table never reallocates");
+    }
+
+    #[test]
+    fn sweeping_in_pieces_removes_every_expired_connection_once_round() {
+        let mut t = ConnTable::new(100, Timeouts::default());
+        for port in 0..100 {
+            t.record(&tcp(A, B, port, 80, 2), IDA, IDB, 0);
+        }
+        for port in 0..50 {
+            t.record(&tcp(A, B, port, 80, 0x10), IDA, IDB, 3000 * S);
+        }
+        let later = 3601 * S;
+        let slots = t.entries.slot_count();
+        let removed: usize = (0..slots / 32).map(|_| t.sweep_some(later, 32)).sum();
+        assert_eq!(removed, 50);
+        assert_eq!(t.len(), 50);
+        assert_eq!(t.stats().expired, 50);
+        let reply = tcp(B, A, 80, 10, 0x10);
+        assert_eq!(t.lookup_reply(&reply, IDB, IDA, later), ReplyMatch::Reply);
     }
 
     #[test]

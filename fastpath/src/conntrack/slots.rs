@@ -261,33 +261,46 @@ impl SlotTable {
     /// slots; allocation-free.
     pub(super) fn remove_where(
         &mut self,
+        expired: impl FnMut(&PackedKey, &SlotState) -> bool,
+    ) -> usize {
+        self.remove_where_in(0, self.slots.len(), expired)
+    }
+
+    /// Like [`remove_where`](Self::remove_where), over the `count` slots from `start` (wrapping
+    /// at the end): a bounded piece of work. Keys that a removal shifts into the range are
+    /// looked at too.
+    pub(super) fn remove_where_in(
+        &mut self,
+        start: usize,
+        count: usize,
         mut expired: impl FnMut(&PackedKey, &SlotState) -> bool,
     ) -> usize {
         let before = self.len;
-        let mut i = 0;
+        let count = count.min(self.slots.len());
+        let mut done = 0;
         // Each step either advances or removes a key, so this ends.
-        while i < self.slots.len() {
+        while done < count {
+            let i = (start + done) & self.mask;
             let slot = &self.slots[i];
             if slot.used() && expired(&slot.key(), &slot.state()) {
                 // The run's next key may have moved into slot i: look at it again.
                 self.remove_at(i);
             } else {
-                i += 1;
+                done += 1;
             }
         }
         before - self.len
+    }
+
+    /// Slots in the table.
+    pub(super) fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Removes every key.
     pub(super) fn clear(&mut self) {
         self.slots.fill(Slot::default());
         self.len = 0;
-    }
-
-    /// Slots in the table (twice the capacity, rounded up).
-    #[cfg(test)]
-    pub(super) fn slot_count(&self) -> usize {
-        self.slots.len()
     }
 }
 
@@ -375,6 +388,25 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn removal_in_pieces_covers_the_table_once_around() {
+        let mut t = SlotTable::new(1000);
+        for n in 0..1000 {
+            insert(&mut t, &key(n), &state(n));
+        }
+        // Expire the multiples of 3, 256 slots at a time from an odd start, wrapping.
+        let mut removed = 0;
+        let mut cursor = 1000;
+        for _ in 0..t.slot_count() / 256 {
+            removed += t.remove_where_in(cursor, 256, |k, _| k.sport % 3 == 0);
+            cursor = (cursor + 256) % t.slot_count();
+        }
+        assert_eq!(removed, 334);
+        for n in 0..1000 {
+            assert_eq!(get(&t, &key(n)).is_some(), n % 3 != 0, "key {n}");
         }
     }
 
