@@ -110,6 +110,18 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> LoaderError {
     move |source| LoaderError::Map { map, source }
 }
 
+/// Whether a delete failed only because the key was not there. aya reports `ENOENT` from
+/// `bpf_map_delete_elem` as a syscall error, and the kernel deletes entries itself: a devmap
+/// entry when its interface goes away (a pod's veth deleted before the agent syncs), a socket
+/// map entry when its socket closes.
+fn key_was_absent(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -598,13 +610,15 @@ impl Dataplane {
         let mut slots: HashMap<&mut MapData, XskSlotKey, u32> =
             HashMap::try_from(self.map_mut("xsk_slots")?).map_err(map_err("xsk_slots"))?;
         match slots.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if key_was_absent(&e) => {}
             Err(e) => return Err(map_err("xsk_slots")(e)),
         }
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(self.map_mut("xsks")?).map_err(map_err("xsks"))?;
         match xsks.unset(slot) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if key_was_absent(&e) => Ok(()),
             Err(e) => Err(map_err("xsks")(e)),
         }
     }
@@ -971,7 +985,8 @@ impl Dataplane {
             if !new.contains_key(k) {
                 self.config_stale = true;
                 match write(map, k, None) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Ok(()) => {}
+                    Err(e) if key_was_absent(&e) => {}
                     Err(e) => return Err(map_err(name)(e)),
                 }
                 stats.deleted += 1;
