@@ -16,6 +16,7 @@ use std::ffi::CString;
 use std::io::Write;
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
@@ -248,34 +249,80 @@ pub fn queue_count(ifname: &str) -> Result<u32, FastPathError> {
     Ok(channels.rx_count.max(channels.combined_count).max(1))
 }
 
+/// How long a bind waits for a queue that a just-closed socket still holds.
+const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// Binds a socket for `spec`, zero-copy first, then copy mode.
+///
+/// The kernel releases a closed socket's hold on its queue a little later, from a work queue:
+/// a worker restarted on the same queues (the agent does so when the set of interfaces
+/// changes) can find it still busy. `EBUSY` is retried for up to [`BIND_BUSY_WAIT`].
 fn bind(spec: &PortSpec, umem: &Umem, sizes: RingSizes) -> Result<BoundRings, FastPathError> {
     let iface: Interface = spec
         .ifname
         .parse()
         .map_err(|_| FastPathError::UnknownInterface(spec.ifname.clone()))?;
-    let mut last_err = None;
+    let ring = queue_size(sizes.ring)?;
+    let deadline = Instant::now() + BIND_BUSY_WAIT;
+    loop {
+        match bind_once(&iface, spec.queue, umem, ring) {
+            Err(BindAttempt::Busy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(bound) => return Ok(bound),
+            Err(BindAttempt::Busy(reason) | BindAttempt::Failed(reason)) => {
+                return Err(FastPathError::Bind {
+                    ifname: spec.ifname.clone(),
+                    queue: spec.queue,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+/// Why one round of bind attempts failed (the last attempt's error, with its cause).
+enum BindAttempt {
+    /// The queue is held by another socket (`EBUSY`).
+    Busy(String),
+    /// Anything else.
+    Failed(String),
+}
+
+fn bind_once(
+    iface: &Interface,
+    queue: u32,
+    umem: &Umem,
+    ring: QueueSize,
+) -> Result<BoundRings, BindAttempt> {
+    let mut last_err = BindAttempt::Failed("no bind mode tried".into());
     for (flags, mode) in [
         (BindFlags::XDP_ZEROCOPY, BindMode::ZeroCopy),
         (BindFlags::XDP_COPY, BindMode::Copy),
     ] {
         let config = SocketConfig::builder()
-            .rx_queue_size(queue_size(sizes.ring)?)
-            .tx_queue_size(queue_size(sizes.ring)?)
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .bind_flags(flags)
             .build();
         // SAFETY: program loading is inhibited, as `Socket::new` requires for shared UMEMs;
         // each (interface, queue) is bound once per UMEM (checked by the caller).
-        match unsafe { Socket::new(config, umem, &iface, spec.queue) } {
+        match unsafe { Socket::new(config, umem, iface, queue) } {
             Ok((tx, rx, rings)) => return Ok((tx, rx, rings, mode)),
-            Err(e) => last_err = Some(e.to_string()),
+            Err(e) => {
+                let cause = std::error::Error::source(&e)
+                    .and_then(|c| c.downcast_ref::<std::io::Error>())
+                    .map(|io| (io.raw_os_error(), io.to_string()));
+                last_err = match cause {
+                    Some((Some(libc::EBUSY), io)) => BindAttempt::Busy(format!("{e}: {io}")),
+                    Some((_, io)) => BindAttempt::Failed(format!("{e}: {io}")),
+                    None => BindAttempt::Failed(e.to_string()),
+                };
+            }
         }
     }
-    Err(FastPathError::Bind {
-        ifname: spec.ifname.clone(),
-        queue: spec.queue,
-        reason: last_err.unwrap_or_default(),
-    })
+    Err(last_err)
 }
 
 impl SocketSet {
