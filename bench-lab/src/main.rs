@@ -70,6 +70,10 @@ struct Common {
     /// the fast path's default).
     #[arg(long, value_delimiter = ',', value_parser = ring_size)]
     ring_sizes: Vec<u32>,
+    /// sluice-afxdp's RX burst size(s) (frames taken per ring per round, 1..=ring size): each
+    /// is measured as a variant of its own (default: the fast path's default).
+    #[arg(long, value_delimiter = ',')]
+    batch_sizes: Vec<usize>,
     /// Frame length in bytes (raised to 62 for IPv4, 82 for IPv6).
     #[arg(long, default_value_t = 64)]
     frame_len: usize,
@@ -255,15 +259,27 @@ fn entries(
                 } else {
                     c.ring_sizes.clone()
                 };
+                let batches = if c.batch_sizes.is_empty() {
+                    vec![fastpath::worker::DEFAULT_BATCH_SIZE]
+                } else {
+                    c.batch_sizes.clone()
+                };
                 for mode in modes {
                     for &ring in &rings {
-                        push(
-                            Box::new(
-                                systems::sluice::SluiceAfxdp::new(state.clone(), mode, node_cpu)
-                                    .with_ring_size(ring),
-                            ),
-                            true,
-                        );
+                        for &batch in &batches {
+                            push(
+                                Box::new(
+                                    systems::sluice::SluiceAfxdp::new(
+                                        state.clone(),
+                                        mode,
+                                        node_cpu,
+                                    )
+                                    .with_ring_size(ring)
+                                    .with_batch_size(batch),
+                                ),
+                                true,
+                            );
+                        }
                     }
                 }
             }

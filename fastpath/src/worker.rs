@@ -41,6 +41,9 @@ const SWEEP_INTERVAL_NS: u64 = 10_000_000;
 /// is covered in about 0.3 s.
 const SWEEP_SLOTS: usize = 4096;
 
+/// Frames a worker takes from one RX ring per round unless configured otherwise.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
 /// Everything one worker needs to start.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -80,7 +83,7 @@ impl WorkerConfig {
             ports,
             umem: UmemMode::Shared,
             rings: RingSizes::default(),
-            batch_size: 64,
+            batch_size: DEFAULT_BATCH_SIZE,
             scheduling: Scheduling::default(),
             conntrack_capacity: 65_536,
             timeouts: Timeouts::default(),

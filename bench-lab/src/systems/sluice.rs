@@ -465,6 +465,7 @@ pub struct SluiceAfxdp {
     common: Common,
     umem: UmemMode,
     ring_size: u32,
+    batch_size: usize,
     node_cpu: usize,
     pairs: Option<PairWorkers>,
     fast: Option<FastPath>,
@@ -496,6 +497,7 @@ impl SluiceAfxdp {
             },
             umem,
             ring_size: fastpath::socket::RingSizes::default().ring,
+            batch_size: fastpath::worker::DEFAULT_BATCH_SIZE,
             node_cpu,
             pairs: None,
             fast: None,
@@ -508,6 +510,13 @@ impl SluiceAfxdp {
     /// path's default otherwise); a size other than the default shows in the variant.
     pub fn with_ring_size(mut self, ring: u32) -> Self {
         self.ring_size = ring;
+        self
+    }
+
+    /// Bursts of at most `batch` frames per ring and round (the fast path's default
+    /// otherwise); a size other than the default shows in the variant.
+    pub fn with_batch_size(mut self, batch: usize) -> Self {
+        self.batch_size = batch;
         self
     }
 
@@ -547,6 +556,7 @@ impl SluiceAfxdp {
             config.core = Some(self.node_cpu);
             config.umem = self.umem;
             config.rings = self.rings();
+            config.batch_size = self.batch_size;
             return Ok(vec![config]);
         };
         if layout.cores.is_empty() || layout.cores.len() > topology.pairs() {
@@ -568,6 +578,7 @@ impl SluiceAfxdp {
             config.core = Some(core);
             config.umem = self.umem;
             config.rings = self.rings();
+            config.batch_size = self.batch_size;
             config.scheduling.place_napi = layout.napi_on_worker_core;
             if !layout.realtime {
                 config.scheduling.realtime_priority = None;
@@ -617,11 +628,14 @@ impl System for SluiceAfxdp {
     }
 
     fn variant(&self) -> String {
-        if self.ring_size == fastpath::socket::RingSizes::default().ring {
-            format!("umem={}", umem_name(self.umem))
-        } else {
-            format!("umem={},ring={}", umem_name(self.umem), self.ring_size)
+        let mut variant = format!("umem={}", umem_name(self.umem));
+        if self.ring_size != fastpath::socket::RingSizes::default().ring {
+            variant.push_str(&format!(",ring={}", self.ring_size));
         }
+        if self.batch_size != fastpath::worker::DEFAULT_BATCH_SIZE {
+            variant.push_str(&format!(",batch={}", self.batch_size));
+        }
+        variant
     }
 
     fn live_state(&mut self) -> Option<&mut dyn LiveState> {
