@@ -7,25 +7,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use identity_cache::identity::ClusterKey;
 use identity_cache::state::IdentityCache;
 use identity_cache::tables::EnforcementConfig;
-use support::Pod;
-use xdp_redirect::ipcache_map::InterfaceFacts;
+use support::{HostFacts, Pod};
 use xdp_redirect::loader::{DatapathSettings, Dataplane};
-
-struct Facts(BTreeMap<u32, [u8; 6]>);
-
-impl InterfaceFacts for Facts {
-    fn host_mac(&self, ifindex: u32) -> [u8; 6] {
-        self.0.get(&ifindex).copied().unwrap_or_default()
-    }
-    fn kernel_mode(&self, _ifindex: u32) -> bool {
-        false
-    }
-}
 
 #[test]
 fn an_endpoint_whose_veth_is_already_gone_is_removed_without_error() {
@@ -48,10 +34,7 @@ fn an_endpoint_whose_veth_is_already_gone_is_removed_without_error() {
     cache
         .upsert_workload(support::local_workload(&b, "b", "b", vec![b.ip.into()]))
         .expect("b");
-    let facts = Facts(BTreeMap::from([
-        (a.host_ifindex, a.host_mac),
-        (b.host_ifindex, b.host_mac),
-    ]));
+    let facts = HostFacts::of(&[&a, &b]);
     let both = cache.pending();
     let mut plane = node.run({
         let pin_dir = pin_dir.clone();
@@ -66,7 +49,7 @@ fn an_endpoint_whose_veth_is_already_gone_is_removed_without_error() {
     node.ip(&["link", "del", &b.host_dev]);
     assert!(cache.remove_workload("uid-b"), "b was there");
     let only_a = cache.pending();
-    let facts = Facts(BTreeMap::from([(a.host_ifindex, a.host_mac)]));
+    let facts = HostFacts::of(&[&a]);
     let (plane, result) = node.run(move || {
         let result = plane.sync(&only_a, &facts).map_err(|e| e.to_string());
         (plane, result)
