@@ -80,6 +80,10 @@ pub struct AgentArgs {
     /// twice as many UMEM frames. See BENCHMARKS.md for why the default is small.
     #[arg(long, value_name = "N")]
     pub ring_size: Option<u32>,
+    /// Frames a worker takes from one socket's RX ring per round (1..=ring size); each burst
+    /// is decided and sent before the next. See BENCHMARKS.md ("Burst size").
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// Flows kept in memory for `sluice observe`.
     #[arg(long, value_name = "N")]
     pub flow_buffer: Option<usize>,
@@ -149,6 +153,8 @@ pub struct AgentConfig {
     pub busy_poll_rounds: u32,
     /// AF_XDP ring entries per socket.
     pub ring_size: u32,
+    /// RX burst size of the workers.
+    pub batch_size: usize,
     /// Flow buffer size.
     pub flow_buffer: usize,
     /// Flow export file.
@@ -185,6 +191,7 @@ impl Default for AgentConfig {
             realtime_priority: 1,
             busy_poll_rounds: 16,
             ring_size: fastpath::socket::RingSizes::default().ring,
+            batch_size: fastpath::worker::DEFAULT_BATCH_SIZE,
             flow_buffer: 10_000,
             flow_export: None,
             flow_export_max_bytes: 64 << 20,
@@ -285,6 +292,9 @@ impl AgentConfig {
         }
         if let Some(v) = args.ring_size {
             config.ring_size = v;
+        }
+        if let Some(v) = args.batch_size {
+            config.batch_size = v;
         }
         if let Some(v) = args.flow_buffer {
             config.flow_buffer = v;
@@ -392,6 +402,15 @@ impl AgentConfig {
             return Err(ConfigError::Invalid {
                 field: "ring-size",
                 reason: format!("{} is not a power of two in 64..=8192", self.ring_size),
+            });
+        }
+        if self.batch_size == 0 || self.batch_size > self.ring_size as usize {
+            return Err(ConfigError::Invalid {
+                field: "batch-size",
+                reason: format!(
+                    "{} is not between 1 and the ring size {}",
+                    self.batch_size, self.ring_size
+                ),
             });
         }
         if self.flow_buffer == 0 {
@@ -513,5 +532,25 @@ mod tests {
             );
         }
         assert_eq!(AgentConfig::default().ring_size, 512);
+    }
+
+    #[test]
+    fn the_batch_size_must_fit_the_ring() {
+        let with = |batch_size, ring_size| {
+            AgentConfig::load(&AgentArgs {
+                batch_size: Some(batch_size),
+                ring_size: Some(ring_size),
+                ..AgentArgs::default()
+            })
+        };
+        assert_eq!(with(64, 512).expect("valid").batch_size, 64);
+        for (batch, ring) in [(0, 512), (1024, 512)] {
+            let err = with(batch, ring).expect_err("out of range").to_string();
+            assert!(
+                err.contains("batch-size") && err.contains(&batch.to_string()),
+                "{err}"
+            );
+        }
+        assert_eq!(AgentConfig::default().batch_size, 32);
     }
 }

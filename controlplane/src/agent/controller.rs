@@ -862,6 +862,7 @@ impl Controller {
             config.scheduling.busy_poll_rounds = self.config.busy_poll_rounds;
             config.rings.ring = self.config.ring_size;
             config.rings.frames_per_socket = 2 * self.config.ring_size;
+            config.batch_size = self.config.batch_size;
             config.events.drop_sample_every = self.config.drop_sample_every;
             config.audit = self
                 .applied
