@@ -356,3 +356,19 @@ int lab_sink(struct xdp_md *ctx)
 	}
 	return XDP_DROP;
 }
+
+/* afxdp-bare's steering: every frame into the AF_XDP socket of its RX queue, or to the kernel
+ * when that queue has none. Nothing is parsed or looked up: the floor under sluice's own
+ * steering program (xdp-redirect/bpf). */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 64);
+} bare_xsks SEC(".maps");
+
+SEC("xdp")
+int lab_xsk(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&bare_xsks, ctx->rx_queue_index, XDP_PASS);
+}

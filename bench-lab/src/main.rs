@@ -244,6 +244,10 @@ fn entries(
                 true,
             ),
             "xdp-redirect-bare" => push(Box::<systems::bare::BareRedirect>::default(), true),
+            "afxdp-bare" => push(
+                Box::new(systems::afxdp_bare::AfxdpBare::new(node_cpu)),
+                true,
+            ),
             "sluice-kernel" => push(
                 Box::new(systems::sluice::SluiceKernel::new(state.clone())),
                 true,

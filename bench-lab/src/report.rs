@@ -382,7 +382,21 @@ impl Report {
                 hi,
                 1.0,
             );
+            ratio_target(
+                format!("{a} ≥ 0.9× afxdp-bare ({hi} rules)"),
+                (Scenario::Throughput, a),
+                (Scenario::Throughput, "afxdp-bare"),
+                hi,
+                0.9,
+            );
         }
+        ratio_target(
+            "afxdp-bare ≥ 1.0× kernel-forward (the floor; DESIGN.md measured 1.15–1.5×)".to_owned(),
+            (Scenario::Throughput, "afxdp-bare"),
+            (Scenario::Throughput, "kernel-forward"),
+            hi,
+            1.0,
+        );
         let rows = self.rows(Scenario::Throughput);
         let pps = |label: &str, r: usize| {
             rows.iter()

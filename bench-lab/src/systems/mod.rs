@@ -9,6 +9,7 @@
 //! | `nftables` | kernel forwarding + nftables | one rule, a set of N source addresses |
 //! | `ovs-afxdp` | Open vSwitch userspace datapath, AF_XDP ports, PMD on the node core | N OpenFlow rules |
 //! | `xdp-redirect-bare` | `bare_redirect`: devmap `XDP_REDIRECT` | none |
+//! | `afxdp-bare` | `lab_xsk` + a plain AF_XDP forwarder thread on the node core | none |
 //! | `sluice-kernel` | sluice's in-kernel XDP path | N policy entries, N/10 identities |
 //! | `sluice-afxdp` | sluice's AF_XDP fast path, one worker on the node core | same |
 
@@ -22,18 +23,20 @@ use crate::error::Result;
 use crate::generator::TrafficSpec;
 use crate::topology::Topology;
 
+pub mod afxdp_bare;
 pub mod bare;
 pub mod kernel;
 pub mod ovs;
 pub mod sluice;
 
 /// Every system's name, in the order the lab runs them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "kernel-forward",
     "iptables",
     "nftables",
     "ovs-afxdp",
     "xdp-redirect-bare",
+    "afxdp-bare",
     "sluice-kernel",
     "sluice-afxdp",
 ];
