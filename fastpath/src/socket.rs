@@ -69,6 +69,30 @@ pub struct RingSizes {
     pub frame_size: u32,
 }
 
+/// A ring size no socket takes: rings are a power of two in [`RingSizes::RING_RANGE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a power of two in 64..=8192")]
+pub struct RingSizeError(pub u32);
+
+impl RingSizes {
+    /// Ring sizes an operator may choose.
+    pub const RING_RANGE: std::ops::RangeInclusive<u32> = 64..=8192;
+
+    /// Rings of `ring` entries, twice as many UMEM frames per socket (so the fill ring stays
+    /// full while a ring of frames is in flight) and the default frame size; the one rule the
+    /// agent's configuration and the lab both apply.
+    pub fn with_ring(ring: u32) -> Result<Self, RingSizeError> {
+        if !ring.is_power_of_two() || !Self::RING_RANGE.contains(&ring) {
+            return Err(RingSizeError(ring));
+        }
+        Ok(RingSizes {
+            ring,
+            frames_per_socket: 2 * ring,
+            ..RingSizes::default()
+        })
+    }
+}
+
 impl Default for RingSizes {
     /// 512-entry rings and 1,024 frames per socket. Small on purpose: the kernel takes fill
     /// ring frames in order, so every frame in circulation is touched once per cycle, along
@@ -568,6 +592,24 @@ impl SocketSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_in_range_with_twice_the_frames() {
+        let sizes = RingSizes::with_ring(256).expect("256");
+        assert_eq!((sizes.ring, sizes.frames_per_socket), (256, 512));
+        assert_eq!(sizes.frame_size, RingSizes::default().frame_size);
+        assert_eq!(
+            RingSizes::with_ring(RingSizes::default().ring),
+            Ok(RingSizes::default())
+        );
+        for bad in [0, 32, 100, 16_384] {
+            let e = RingSizes::with_ring(bad).expect_err("rejected");
+            assert_eq!(
+                e.to_string(),
+                format!("{bad} is not a power of two in 64..=8192")
+            );
+        }
+    }
 
     #[test]
     fn interface_facts_name_a_missing_interface() {

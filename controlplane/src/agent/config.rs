@@ -398,10 +398,10 @@ impl AgentConfig {
                 reason: format!("core {c} does not exist (this machine has {online})"),
             });
         }
-        if !self.ring_size.is_power_of_two() || !(64..=8192).contains(&self.ring_size) {
+        if let Err(e) = fastpath::socket::RingSizes::with_ring(self.ring_size) {
             return Err(ConfigError::Invalid {
                 field: "ring-size",
-                reason: format!("{} is not a power of two in 64..=8192", self.ring_size),
+                reason: e.to_string(),
             });
         }
         if self.batch_size == 0 || self.batch_size > self.ring_size as usize {

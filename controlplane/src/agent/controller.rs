@@ -860,8 +860,10 @@ impl Controller {
             config.scheduling.realtime_priority =
                 (self.config.realtime_priority > 0).then_some(self.config.realtime_priority);
             config.scheduling.busy_poll_rounds = self.config.busy_poll_rounds;
-            config.rings.ring = self.config.ring_size;
-            config.rings.frames_per_socket = 2 * self.config.ring_size;
+            // Validated with the rest of the configuration.
+            if let Ok(rings) = fastpath::socket::RingSizes::with_ring(self.config.ring_size) {
+                config.rings = rings;
+            }
             config.batch_size = self.config.batch_size;
             config.events.drop_sample_every = self.config.drop_sample_every;
             config.audit = self
