@@ -21,6 +21,7 @@
 //! The slots are cache lines (`slots`), and [`ConnTable::prefetch`] loads a packet's slot
 //! ahead of its decision.
 
+mod huge;
 mod slots;
 
 use std::net::IpAddr;

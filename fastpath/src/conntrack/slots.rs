@@ -16,6 +16,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::DefaultHashBuilder;
 
+use super::huge::HugeArray;
+
 /// What identifies a connection in its slot: both ends' addresses (IPv4 mapped into IPv6, as
 /// four words), ports (or echo identifier and 0), protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -145,7 +147,7 @@ pub(super) enum Probe {
 
 /// Connections in cache-line slots, at most half of them used.
 pub(super) struct SlotTable {
-    slots: Vec<Slot>,
+    slots: HugeArray<Slot>,
     mask: usize,
     len: usize,
     hasher: DefaultHashBuilder,
@@ -157,7 +159,7 @@ impl SlotTable {
     pub(super) fn new(capacity: usize) -> Self {
         let slots = capacity.saturating_mul(2).max(16).next_power_of_two();
         SlotTable {
-            slots: vec![Slot::default(); slots],
+            slots: HugeArray::new(slots),
             mask: slots - 1,
             len: 0,
             hasher: DefaultHashBuilder::default(),
