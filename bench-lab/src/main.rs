@@ -74,6 +74,10 @@ struct Common {
     /// is measured as a variant of its own (default: the fast path's default).
     #[arg(long, value_delimiter = ',')]
     batch_sizes: Vec<usize>,
+    /// sluice-afxdp's busy-poll window(s): empty rounds before the worker blocks on its
+    /// sockets; each is measured as a variant of its own (default: the fast path's default).
+    #[arg(long, value_delimiter = ',')]
+    busy_polls: Vec<u32>,
     /// Frame length in bytes (raised to 62 for IPv4, 82 for IPv6).
     #[arg(long, default_value_t = 64)]
     frame_len: usize,
@@ -158,12 +162,12 @@ fn system_name(s: &str) -> std::result::Result<String, String> {
 }
 
 fn ring_size(s: &str) -> std::result::Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(n) if n.is_power_of_two() && (64..=8192).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "ring size {s:?} is not a power of two in 64..=8192"
-        )),
-    }
+    let n = s
+        .parse::<u32>()
+        .map_err(|e| format!("ring size {s:?}: {e}"))?;
+    fastpath::socket::RingSizes::with_ring(n)
+        .map(|sizes| sizes.ring)
+        .map_err(|e| format!("ring size {e}"))
 }
 
 fn flow_mode(s: &str) -> std::result::Result<FlowMode, String> {
@@ -268,23 +272,31 @@ fn entries(
                 } else {
                     c.batch_sizes.clone()
                 };
-                for mode in modes {
+                let busy_polls = if c.busy_polls.is_empty() {
+                    vec![fastpath::sched::Scheduling::default().busy_poll_rounds]
+                } else {
+                    c.busy_polls.clone()
+                };
+                let mut variants = Vec::new();
+                for &mode in &modes {
                     for &ring in &rings {
                         for &batch in &batches {
-                            push(
-                                Box::new(
-                                    systems::sluice::SluiceAfxdp::new(
-                                        state.clone(),
-                                        mode,
-                                        node_cpu,
-                                    )
-                                    .with_ring_size(ring)
-                                    .with_batch_size(batch),
-                                ),
-                                true,
-                            );
+                            for &busy in &busy_polls {
+                                variants.push((mode, ring, batch, busy));
+                            }
                         }
                     }
+                }
+                for (mode, ring, batch, busy) in variants {
+                    push(
+                        Box::new(
+                            systems::sluice::SluiceAfxdp::new(state.clone(), mode, node_cpu)
+                                .with_ring_size(ring)
+                                .with_batch_size(batch)
+                                .with_busy_poll_rounds(busy),
+                        ),
+                        true,
+                    );
                 }
             }
             _ => {}

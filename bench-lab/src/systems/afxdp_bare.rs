@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::maps::XskMap;
@@ -163,20 +164,42 @@ fn queue_size(n: u32) -> Result<QueueSize> {
 /// A bound socket's rings: TX, RX, and the fill/completion pair of a new (interface, queue).
 type BoundRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>);
 
-/// Binds a copy-mode (veth has no zero-copy) socket on queue 0 of `dev`, sharing `umem`.
+/// How long a bind waits for a queue that the last measurement's just-closed socket still
+/// holds (the kernel releases it from a work queue, a little later).
+const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// Binds a copy-mode (veth has no zero-copy) socket on queue 0 of `dev`, sharing `umem`;
+/// retries `EBUSY` for up to [`BIND_BUSY_WAIT`].
 fn bind(umem: &Umem, dev: &str) -> Result<BoundRings> {
     let iface: Interface = dev
         .parse()
         .map_err(|e| err(format!("interface {dev}: {e}")))?;
-    let config = SocketConfig::builder()
-        .rx_queue_size(queue_size(RING)?)
-        .tx_queue_size(queue_size(RING)?)
-        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-        .bind_flags(BindFlags::XDP_COPY)
-        .build();
-    // SAFETY: libxdp's program loading is inhibited (lab_xsk steers), as sharing a UMEM
-    // requires, and each interface is bound once.
-    unsafe { Socket::new(config, umem, &iface, 0) }.map_err(|e| err(format!("binding {dev}: {e}")))
+    let deadline = Instant::now() + BIND_BUSY_WAIT;
+    loop {
+        let config = SocketConfig::builder()
+            .rx_queue_size(queue_size(RING)?)
+            .tx_queue_size(queue_size(RING)?)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_COPY)
+            .build();
+        // SAFETY: libxdp's program loading is inhibited (lab_xsk steers), as sharing a UMEM
+        // requires, and each interface is bound once.
+        match unsafe { Socket::new(config, umem, &iface, 0) } {
+            Ok(rings) => return Ok(rings),
+            Err(e) => {
+                let cause = std::error::Error::source(&e)
+                    .and_then(|c| c.downcast_ref::<std::io::Error>())
+                    .map(|io| (io.raw_os_error(), io.to_string()));
+                match cause {
+                    Some((Some(libc::EBUSY), _)) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Some((_, io)) => return Err(err(format!("binding {dev}: {e}: {io}"))),
+                    None => return Err(err(format!("binding {dev}: {e}"))),
+                }
+            }
+        }
+    }
 }
 
 /// Puts as many of `frames` on `fill` as fit; returns how many. A reservation is all or

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
+use fastpath::sched::Scheduling;
 use fastpath::socket::{PortSpec, UmemMode};
 use fastpath::supervisor::FastPath;
 use fastpath::worker::WorkerConfig;
@@ -466,6 +467,7 @@ pub struct SluiceAfxdp {
     umem: UmemMode,
     ring_size: u32,
     batch_size: usize,
+    busy_poll_rounds: u32,
     node_cpu: usize,
     pairs: Option<PairWorkers>,
     fast: Option<FastPath>,
@@ -498,6 +500,7 @@ impl SluiceAfxdp {
             umem,
             ring_size: fastpath::socket::RingSizes::default().ring,
             batch_size: fastpath::worker::DEFAULT_BATCH_SIZE,
+            busy_poll_rounds: Scheduling::default().busy_poll_rounds,
             node_cpu,
             pairs: None,
             fast: None,
@@ -520,13 +523,17 @@ impl SluiceAfxdp {
         self
     }
 
+    /// `rounds` empty polls before a worker blocks on its sockets (the fast path's default
+    /// otherwise); a window other than the default shows in the variant.
+    pub fn with_busy_poll_rounds(mut self, rounds: u32) -> Self {
+        self.busy_poll_rounds = rounds;
+        self
+    }
+
     /// Ring and frame sizes of every worker's sockets.
-    fn rings(&self) -> fastpath::socket::RingSizes {
-        fastpath::socket::RingSizes {
-            ring: self.ring_size,
-            frames_per_socket: 2 * self.ring_size,
-            ..fastpath::socket::RingSizes::default()
-        }
+    fn rings(&self) -> Result<fastpath::socket::RingSizes> {
+        fastpath::socket::RingSizes::with_ring(self.ring_size)
+            .map_err(|e| LabError::system(self.common.tag, format!("ring size {e}")))
     }
 
     /// From the next setup on: one worker per pair as `layout` says (`None`: back to one
@@ -555,8 +562,9 @@ impl SluiceAfxdp {
             let mut config = WorkerConfig::new(0, ports_of(&pods));
             config.core = Some(self.node_cpu);
             config.umem = self.umem;
-            config.rings = self.rings();
+            config.rings = self.rings()?;
             config.batch_size = self.batch_size;
+            config.scheduling.busy_poll_rounds = self.busy_poll_rounds;
             return Ok(vec![config]);
         };
         if layout.cores.is_empty() || layout.cores.len() > topology.pairs() {
@@ -577,8 +585,9 @@ impl SluiceAfxdp {
             let mut config = WorkerConfig::new(i, ports_of(&[generator, sink]));
             config.core = Some(core);
             config.umem = self.umem;
-            config.rings = self.rings();
+            config.rings = self.rings()?;
             config.batch_size = self.batch_size;
+            config.scheduling.busy_poll_rounds = self.busy_poll_rounds;
             config.scheduling.place_napi = layout.napi_on_worker_core;
             if !layout.realtime {
                 config.scheduling.realtime_priority = None;
@@ -634,6 +643,9 @@ impl System for SluiceAfxdp {
         }
         if self.batch_size != fastpath::worker::DEFAULT_BATCH_SIZE {
             variant.push_str(&format!(",batch={}", self.batch_size));
+        }
+        if self.busy_poll_rounds != Scheduling::default().busy_poll_rounds {
+            variant.push_str(&format!(",busy={}", self.busy_poll_rounds));
         }
         variant
     }
