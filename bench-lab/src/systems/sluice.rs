@@ -131,12 +131,6 @@ impl SluiceState {
     }
 
     fn build(&self, topology: &Topology, rules: usize) -> Result<BuiltState> {
-        let started = Instant::now();
-        let plan = SluicePlan::for_rules(rules);
-        let mut cache = IdentityCache::new(ClusterKey::default(), EnforcementConfig::default());
-        let err = |what: &str, e: &dyn std::fmt::Display| {
-            LabError::system("sluice", format!("{what}: {e}"))
-        };
         let mut locals = Vec::new();
         for i in 0..topology.pairs() {
             let (generator, sink) = topology
@@ -147,67 +141,115 @@ impl SluiceState {
             } else {
                 format!("-{i}")
             };
-            locals.push((format!("gen{suffix}"), "gen", generator));
-            locals.push((format!("sink{suffix}"), "sink", sink));
+            locals.push(LocalPod::of(format!("gen{suffix}"), "gen", generator));
+            locals.push(LocalPod::of(format!("sink{suffix}"), "sink", sink));
         }
-        for (uid, app, pod) in locals {
-            let mut ips: Vec<IpAddr> = pod.v4.iter().map(|a| IpAddr::V4(*a)).collect();
-            ips.extend(pod.v4.iter().map(|a| IpAddr::V6(v6_of(*a))));
-            cache
-                .upsert_workload(workload(
-                    uid.clone(),
-                    app,
-                    ips,
-                    Source::Local,
-                    Some(LocalAttachment {
-                        ifindex: pod.host_ifindex,
-                        mac: pod.mac,
-                    }),
-                ))
-                .map_err(|e| err(&uid, &e))?;
-        }
-        cache.upsert_policy(policy(&rules::sink_policy(LAB_PORT))?);
-        for g in 0..plan.groups {
-            cache.upsert_policy(policy(&plan.group_policy(g))?);
-        }
-        let label_sets = plan.groups.max(MIN_REMOTE_GROUPS);
         // Remote pods start after the generators' blocks (more than seven generators reach
-        // into 10.128.1.0), on a /24 boundary, and must stay inside the /15.
+        // into 10.128.1.0), on a /24 boundary.
         let gens_end = u32::from(crate::topology::gen_base(topology.gens.len()));
         let remote_base = u32::from(REMOTE_BASE).max(gens_end.div_ceil(256) * 256);
-        let block_end = u32::from(REMOTE_BASE) - 256 + 131_072;
-        if remote_base as u64 + self.remote_pods as u64 > block_end as u64 {
-            return Err(LabError::Invalid {
-                what: "remote pods",
-                reason: format!(
-                    "{} do not fit in 10.128.0.0/15 after {} generator pods",
-                    self.remote_pods,
-                    topology.gens.len()
-                ),
-            });
-        }
-        for i in 0..self.remote_pods {
-            if i % 4096 == 0 {
-                netns::check_interrupted()?;
-            }
-            let ip = Ipv4Addr::from(remote_base + i as u32);
-            cache
-                .upsert_workload(workload(
-                    format!("remote-{i}"),
-                    &format!("r{}", i % label_sets),
-                    vec![ip.into()],
-                    Source::ApiServer,
-                    None,
-                ))
-                .map_err(|e| err(&format!("remote pod {i}"), &e))?;
-        }
-        cache.publish();
-        Ok(BuiltState {
+        build_state(
+            &locals,
             rules,
-            cache,
-            build_secs: started.elapsed().as_secs_f64(),
-        })
+            self.remote_pods,
+            Ipv4Addr::from(remote_base),
+        )
     }
+}
+
+/// A pod on the node as sluice's state sees it: its name, `app` label, addresses (each IPv4
+/// address also gets its IPv6 twin) and the host side of its veth.
+#[derive(Clone, Debug)]
+pub struct LocalPod {
+    /// Pod name (and uid).
+    pub uid: String,
+    /// Its `app` label (`gen` or `sink`: the lab's policies select these).
+    pub app: &'static str,
+    /// Its IPv4 addresses.
+    pub v4: Vec<Ipv4Addr>,
+    /// Index of the node side of its veth.
+    pub ifindex: u32,
+    /// MAC of the pod side of its veth.
+    pub mac: [u8; 6],
+}
+
+impl LocalPod {
+    /// `pod` of the lab topology, named `uid` with label `app`.
+    pub fn of(uid: String, app: &'static str, pod: &Pod) -> Self {
+        LocalPod {
+            uid,
+            app,
+            v4: pod.v4.clone(),
+            ifindex: pod.host_ifindex,
+            mac: pod.mac,
+        }
+    }
+}
+
+/// Builds sluice's identity state for `rules` policy entries ([`SluicePlan`]): the local
+/// `locals`, the policy admitting the generator to the sink on the lab port, and
+/// `remote_pods` remote pods from `remote_base` up over `max(groups, 1,000)` label sets. The
+/// remote pods must stay inside `10.128.0.0/15`.
+pub fn build_state(
+    locals: &[LocalPod],
+    rules: usize,
+    remote_pods: usize,
+    remote_base: Ipv4Addr,
+) -> Result<BuiltState> {
+    let started = Instant::now();
+    let plan = SluicePlan::for_rules(rules);
+    let mut cache = IdentityCache::new(ClusterKey::default(), EnforcementConfig::default());
+    let err =
+        |what: &str, e: &dyn std::fmt::Display| LabError::system("sluice", format!("{what}: {e}"));
+    let block_end = u32::from(REMOTE_BASE) - 256 + 131_072;
+    if u32::from(remote_base) as u64 + remote_pods as u64 > block_end as u64 {
+        return Err(LabError::Invalid {
+            what: "remote pods",
+            reason: format!("{remote_pods} from {remote_base} do not fit in 10.128.0.0/15"),
+        });
+    }
+    for pod in locals {
+        let mut ips: Vec<IpAddr> = pod.v4.iter().map(|a| IpAddr::V4(*a)).collect();
+        ips.extend(pod.v4.iter().map(|a| IpAddr::V6(v6_of(*a))));
+        cache
+            .upsert_workload(workload(
+                pod.uid.clone(),
+                pod.app,
+                ips,
+                Source::Local,
+                Some(LocalAttachment {
+                    ifindex: pod.ifindex,
+                    mac: pod.mac,
+                }),
+            ))
+            .map_err(|e| err(&pod.uid, &e))?;
+    }
+    cache.upsert_policy(policy(&rules::sink_policy(LAB_PORT))?);
+    for g in 0..plan.groups {
+        cache.upsert_policy(policy(&plan.group_policy(g))?);
+    }
+    let label_sets = plan.groups.max(MIN_REMOTE_GROUPS);
+    for i in 0..remote_pods {
+        if i % 4096 == 0 {
+            netns::check_interrupted()?;
+        }
+        let ip = Ipv4Addr::from(u32::from(remote_base) + i as u32);
+        cache
+            .upsert_workload(workload(
+                format!("remote-{i}"),
+                &format!("r{}", i % label_sets),
+                vec![ip.into()],
+                Source::ApiServer,
+                None,
+            ))
+            .map_err(|e| err(&format!("remote pod {i}"), &e))?;
+    }
+    cache.publish();
+    Ok(BuiltState {
+        rules,
+        cache,
+        build_secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Host MACs and kernel mode of the node's interfaces.
