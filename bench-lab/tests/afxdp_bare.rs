@@ -6,11 +6,8 @@
 //! by its guards on every exit path (the test checks that no namespace is left); the run is
 //! bounded by count and time.
 
-use std::time::{Duration, Instant};
-
 mod common;
 
-use bench_lab::afxdp_gen::{AfxdpGenConfig, AfxdpGenerator, next_seq};
 use bench_lab::generator::TrafficSpec;
 use bench_lab::scenario::{Lab, LabConfig};
 use bench_lab::systems::System;
@@ -36,31 +33,7 @@ fn the_bare_forwarder_delivers_every_frame_in_order_through_its_sockets() {
             }
         }
         system.begin_period().expect("period");
-        let sink0 = lab.programs.sink().expect("sink");
-        let seq0 = next_seq(&lab.programs).expect("sequence");
-        let mut generator = AfxdpGenerator::start(
-            AfxdpGenConfig::for_pod(
-                &lab.topology.gens[0],
-                &lab.topology.sink,
-                &spec,
-                lab.config.topology.gen_cpu,
-                0,
-                seq0,
-            )
-            .expect("config"),
-        )
-        .expect("AF_XDP socket on the generator's veth");
-        // Bounded: until 2,000 frames arrived or 5 s passed.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while lab.programs.sink().expect("sink").lab - sink0.lab < 2_000
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        generator.stop().expect("generator stops");
-        std::thread::sleep(Duration::from_millis(100));
-        let state = generator.state();
-        let got = lab.programs.sink().expect("sink").since(&sink0);
+        let common::Sent { state, got, .. } = common::send_afxdp(&lab, &spec, 2_000);
         let extras = system.end_period().expect("period");
         let node_dev = lab.topology.gens[0].host_dev.clone();
         system.teardown(&lab.topology).expect("teardown");

@@ -7,11 +7,8 @@
 //! down by its guards on every exit path (the test checks that no namespace is left); every
 //! run is bounded by count and time.
 
-use std::time::Duration;
-
 mod common;
 
-use bench_lab::afxdp_gen::{AfxdpGenConfig, AfxdpGenerator, next_seq};
 use bench_lab::generator::TrafficSpec;
 use bench_lab::scenario::{Lab, LabConfig};
 use bench_lab::storm::{self, StormSpec};
@@ -46,33 +43,15 @@ fn the_afxdp_generator_delivers_sequenced_frames_the_sink_counts() {
         let mut system = KernelForward;
         let spec = TrafficSpec::few_small(Some(20_000.0));
         system.setup(&lab.topology, 0, &spec).expect("forwarding");
-        let sink0 = lab.programs.sink().expect("sink");
-        let seq0 = next_seq(&lab.programs).expect("sequence");
-        let mut generator = AfxdpGenerator::start(
-            AfxdpGenConfig::for_pod(
-                &lab.topology.gens[0],
-                &lab.topology.sink,
-                &spec,
-                lab.config.topology.gen_cpu,
-                0,
-                seq0,
-            )
-            .expect("config"),
-        )
-        .expect("AF_XDP socket on the generator's veth");
-        // Bounded: until 2,000 frames arrived or 5 s passed.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while lab.programs.sink().expect("sink").lab - sink0.lab < 2_000
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        generator.stop().expect("generator stops");
-        std::thread::sleep(Duration::from_millis(100));
-        let state = generator.state();
-        let got = lab.programs.sink().expect("sink").since(&sink0);
+        let common::Sent {
+            state,
+            sink0,
+            got,
+            seq0,
+            copy_mode,
+        } = common::send_afxdp(&lab, &spec, 2_000);
         system.teardown(&lab.topology).expect("teardown");
-        assert!(generator.stats().copy_mode, "veth has copy mode only");
+        assert!(copy_mode, "veth has copy mode only");
         assert!(got.lab >= 2_000, "the sink counted {} lab frames", got.lab);
         assert_eq!(state.seq - seq0, state.sent, "every stamped frame was sent");
         assert!(
