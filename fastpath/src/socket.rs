@@ -211,8 +211,8 @@ pub fn interface_mac(ifname: &str) -> Result<[u8; 6], FastPathError> {
 }
 
 /// A bound socket's rings: TX, RX, and the fill/completion pair when this (interface, queue)
-/// is new to the UMEM.
-type BoundRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>, BindMode);
+/// is new to the UMEM; and how it was bound.
+pub type BoundRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>, BindMode);
 
 /// `ethtool_channels` (linux/ethtool.h), for `ETHTOOL_GCHANNELS`.
 #[repr(C)]
@@ -276,28 +276,40 @@ pub fn queue_count(ifname: &str) -> Result<u32, FastPathError> {
 /// How long a bind waits for a queue that a just-closed socket still holds.
 const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
 
-/// Binds a socket for `spec`, zero-copy first, then copy mode.
+/// Binds a socket with `ring`-entry rings to queue `queue` of `ifname` (in the calling
+/// thread's network namespace) over `umem`, with libxdp's program loading inhibited (the
+/// caller's XDP program steers into it): zero-copy first, then copy mode.
 ///
 /// The kernel releases a closed socket's hold on its queue a little later, from a work queue:
 /// a worker restarted on the same queues (the agent does so when the set of interfaces
 /// changes) can find it still busy. `EBUSY` is retried for up to [`BIND_BUSY_WAIT`].
-fn bind(spec: &PortSpec, umem: &Umem, sizes: RingSizes) -> Result<BoundRings, FastPathError> {
-    let iface: Interface = spec
-        .ifname
+///
+/// # Safety
+///
+/// As for `xsk_rs::Socket::new` with a shared UMEM: `(ifname, queue)` must not already be
+/// bound over `umem`.
+pub unsafe fn bind(
+    ifname: &str,
+    queue: u32,
+    umem: &Umem,
+    ring: u32,
+) -> Result<BoundRings, FastPathError> {
+    let iface: Interface = ifname
         .parse()
-        .map_err(|_| FastPathError::UnknownInterface(spec.ifname.clone()))?;
-    let ring = queue_size(sizes.ring)?;
+        .map_err(|_| FastPathError::UnknownInterface(ifname.to_owned()))?;
+    let ring = queue_size(ring)?;
     let deadline = Instant::now() + BIND_BUSY_WAIT;
     loop {
-        match bind_once(&iface, spec.queue, umem, ring) {
+        // SAFETY: the caller's contract.
+        match unsafe { bind_once(&iface, queue, umem, ring) } {
             Err(BindAttempt::Busy(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(bound) => return Ok(bound),
             Err(BindAttempt::Busy(reason) | BindAttempt::Failed(reason)) => {
                 return Err(FastPathError::Bind {
-                    ifname: spec.ifname.clone(),
-                    queue: spec.queue,
+                    ifname: ifname.to_owned(),
+                    queue,
                     reason,
                 });
             }
@@ -313,7 +325,10 @@ enum BindAttempt {
     Failed(String),
 }
 
-fn bind_once(
+/// # Safety
+///
+/// As for [`bind`].
+unsafe fn bind_once(
     iface: &Interface,
     queue: u32,
     umem: &Umem,
@@ -331,7 +346,7 @@ fn bind_once(
             .bind_flags(flags)
             .build();
         // SAFETY: program loading is inhibited, as `Socket::new` requires for shared UMEMs;
-        // each (interface, queue) is bound once per UMEM (checked by the caller).
+        // the caller binds each (interface, queue) once per UMEM.
         match unsafe { Socket::new(config, umem, iface, queue) } {
             Ok((tx, rx, rings)) => return Ok((tx, rx, rings, mode)),
             Err(e) => {
@@ -399,7 +414,9 @@ impl SocketSet {
                 }
             };
             let host_mac = interface_mac(&spec.ifname)?;
-            let (tx, rx, rings, bind_mode) = bind(spec, &pools[pool].umem, sizes)?;
+            // SAFETY: `specs` lists each (interface, queue) once (checked above).
+            let (tx, rx, rings, bind_mode) =
+                unsafe { bind(&spec.ifname, spec.queue, &pools[pool].umem, sizes.ring)? };
             let Some((fill, comp)) = rings else {
                 return Err(FastPathError::Bind {
                     ifname: spec.ifname.clone(),

@@ -15,16 +15,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::maps::XskMap;
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
-use xsk_rs::config::{
-    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
-};
-use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
+use xsk_rs::{FillQueue, FrameDesc, Umem};
 
 use crate::cpu::{self, Task};
 use crate::error::{LabError, Result};
@@ -161,45 +158,11 @@ fn queue_size(n: u32) -> Result<QueueSize> {
     QueueSize::new(n).map_err(|e| err(format!("ring size {n}: {e}")))
 }
 
-/// A bound socket's rings: TX, RX, and the fill/completion pair of a new (interface, queue).
-type BoundRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>);
-
-/// How long a bind waits for a queue that the last measurement's just-closed socket still
-/// holds (the kernel releases it from a work queue, a little later).
-const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
-
-/// Binds a copy-mode (veth has no zero-copy) socket on queue 0 of `dev`, sharing `umem`;
-/// retries `EBUSY` for up to [`BIND_BUSY_WAIT`].
-fn bind(umem: &Umem, dev: &str) -> Result<BoundRings> {
-    let iface: Interface = dev
-        .parse()
-        .map_err(|e| err(format!("interface {dev}: {e}")))?;
-    let deadline = Instant::now() + BIND_BUSY_WAIT;
-    loop {
-        let config = SocketConfig::builder()
-            .rx_queue_size(queue_size(RING)?)
-            .tx_queue_size(queue_size(RING)?)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .bind_flags(BindFlags::XDP_COPY)
-            .build();
-        // SAFETY: libxdp's program loading is inhibited (lab_xsk steers), as sharing a UMEM
-        // requires, and each interface is bound once.
-        match unsafe { Socket::new(config, umem, &iface, 0) } {
-            Ok(rings) => return Ok(rings),
-            Err(e) => {
-                let cause = std::error::Error::source(&e)
-                    .and_then(|c| c.downcast_ref::<std::io::Error>())
-                    .map(|io| (io.raw_os_error(), io.to_string()));
-                match cause {
-                    Some((Some(libc::EBUSY), _)) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Some((_, io)) => return Err(err(format!("binding {dev}: {e}: {io}"))),
-                    None => return Err(err(format!("binding {dev}: {e}"))),
-                }
-            }
-        }
-    }
+/// Binds queue 0 of `dev` over `umem` with the fast path's own bind (copy mode on veth,
+/// `EBUSY` retried while the last measurement's closed socket still holds the queue).
+fn bind(umem: &Umem, dev: &str) -> Result<fastpath::socket::BoundRings> {
+    // SAFETY: the forwarder binds each of its two interfaces once over its UMEM.
+    unsafe { fastpath::socket::bind(dev, 0, umem, RING) }.map_err(err)
 }
 
 /// Puts as many of `frames` on `fill` as fit; returns how many. A reservation is all or
@@ -230,8 +193,8 @@ fn forward(
         let frames = NonZeroU32::new(FRAMES).ok_or_else(|| err("no frames"))?;
         let (umem, free) =
             Umem::new(umem_config, frames, false).map_err(|e| err(format!("UMEM: {e}")))?;
-        let (_, rx, rx_rings) = bind(&umem, &config.rx_dev)?;
-        let (tx, _, tx_rings) = bind(&umem, &config.tx_dev)?;
+        let (_, rx, rx_rings, _) = bind(&umem, &config.rx_dev)?;
+        let (tx, _, tx_rings, _) = bind(&umem, &config.tx_dev)?;
         let (Some((fill, _)), Some((_, comp))) = (rx_rings, tx_rings) else {
             return Err(err("the UMEM's rings were already taken"));
         };
